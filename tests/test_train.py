@@ -1,0 +1,137 @@
+"""Training end to end with real processes and real files: a SIGKILLed run resumes from its last checkpoint,
+a failed checkpoint write keeps the previous one, a diverged loss stops before overwriting a good checkpoint,
+and the command line reports bad input in one clear line."""
+import errno, json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cyclegan_edu import train as tr
+from cyclegan_edu.toy import write_toy_dataset
+
+TINY = ['--ngf', '4', '--ndf', '4', '--quiet']
+
+
+def cli(*args, timeout=300):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    return subprocess.run([sys.executable, '-m', 'cyclegan_edu.cli', *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def tiny_cfg(tmp_path, **kw):
+    base = dict(dataroot='toy', name='run', checkpoints_dir=str(tmp_path), crop_size=32, load_size=32, netG='resnet_6blocks',
+                ngf=4, ndf=4, toy_n=6, n_epochs=1, n_epochs_decay=0, num_threads=0, print_freq=1, pool_size=2)
+    return tr.CycleGANConfig(**{**base, **kw})
+
+
+def test_sigkill_then_resume(tmp_path):
+    "A real training process killed with SIGKILL loses only the work since its last checkpoint."
+    args = ['--dataroot', 'toy', '--name', 'k', '--checkpoints_dir', tmp_path, '--toy_n', '400', '--crop_size', '32',
+            '--load_size', '32', '--n_epochs', '5', '--n_epochs_decay', '0', '--save_latest_freq', '7', '--print_freq', '7', *TINY]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    p = subprocess.Popen([sys.executable, '-m', 'cyclegan_edu.cli', *map(str, args)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / 'k' / 'latest.pt'
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if ckpt.exists() and tr.load_checkpoint(ckpt)['total_iters'] >= 21: break
+            assert p.poll() is None, p.stderr.read()
+            time.sleep(0.2)
+        else: pytest.fail("no checkpoint after 120 s")
+    finally:
+        p.send_signal(signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL
+    ck = tr.load_checkpoint(ckpt)               # still loadable after the kill
+    done = ck['total_iters']
+    assert done % 7 == 0 and done >= 21
+    r = cli(*args, '--resume', '--max_iters', done + 5)
+    assert r.returncode == 0, r.stderr
+    ck2 = tr.load_checkpoint(ckpt)
+    assert ck2['total_iters'] == done + 5
+    assert [h['iter'] for h in ck2['history']][-1] == done + 5
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / 'latest.pt'
+    tr.atomic_save({'v': 1}, path)
+    real_save = torch.save
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)           # some bytes reach the temp file, then the disk is full
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(tr.torch, 'save', full_disk)
+    with pytest.raises(tr.CheckpointWriteError, match='disk is full'):
+        tr.atomic_save({'v': 2}, path)
+    monkeypatch.setattr(tr.torch, 'save', real_save)
+    assert torch.load(path, weights_only=True) == {'v': 1}
+    assert [p.name for p in tmp_path.iterdir()] == ['latest.pt']   # no temp file left behind
+
+
+def test_unwritable_checkpoints_dir(tmp_path):
+    blocker = tmp_path / 'not_a_folder'; blocker.write_text('x')
+    with pytest.raises(tr.CheckpointWriteError, match='writable --checkpoints_dir'):
+        tr.Trainer(tiny_cfg(tmp_path, checkpoints_dir=str(blocker)), progress=False, log=None)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from cyclegan_edu.toy import ToyDataset
+    class Poisoned(ToyDataset):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            if Poisoned.armed: item['A'] = item['A'] * float('nan')
+            return item
+    Poisoned.armed = False
+    monkeypatch.setattr(tr, 'build_dataset', lambda cfg, phase='train': Poisoned(n=6, size=32, phase=phase))
+    t = tr.Trainer(tiny_cfg(tmp_path, save_latest_freq=2, n_epochs=3), progress=False, log=None)
+    orig = t.train_step
+    def step(batch):
+        if t.total_iters == 4: Poisoned.armed = True
+        return orig({**batch, 'A': batch['A'] * float('nan')} if Poisoned.armed else batch)
+    t.train_step = step
+    with pytest.raises(tr.TrainingDivergedError, match='last good checkpoint'):
+        t.fit()
+    ck = tr.load_checkpoint(tmp_path / 'run' / 'latest.pt')
+    assert ck['total_iters'] == 4
+    assert all(torch.isfinite(v).all() for v in ck['nets']['G_A'].values())
+
+
+def test_stale_temp_files_and_corrupt_checkpoint(tmp_path):
+    t = tr.Trainer(tiny_cfg(tmp_path, max_iters=2), progress=False, log=None); t.fit()
+    ckpt = tmp_path / 'run' / 'latest.pt'
+    stale = tmp_path / 'run' / '.latest.pt.tmp999'; stale.write_bytes(b'half a checkpoint')   # a kill mid-write
+    tr.Trainer(tiny_cfg(tmp_path), resume=True, progress=False, log=None)
+    assert not stale.exists()
+    data = ckpt.read_bytes(); ckpt.write_bytes(data[: len(data) // 2])   # truncated, e.g. by a copy tool
+    with pytest.raises(ValueError, match='truncated'):
+        tr.Trainer(tiny_cfg(tmp_path), resume=True, progress=False, log=None)
+
+
+def test_folder_dataset_with_workers(tmp_path):
+    "The command-line path on real folders, with data-loading worker processes."
+    root = write_toy_dataset(tmp_path / 'data', n_train=6, n_test=2, size=40, seed=1)
+    r = cli('--dataroot', root, '--name', 'f', '--checkpoints_dir', tmp_path / 'ck', '--crop_size', '32', '--load_size', '36',
+            '--netG', 'resnet_6blocks', '--n_epochs', '1', '--n_epochs_decay', '0', '--num_threads', '2', '--print_freq', '3', *TINY)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / 'ck' / 'f'
+    assert json.loads((run / 'config.json').read_text())['dataroot'] == str(root)
+    assert tr.load_checkpoint(run / 'latest.pt')['total_iters'] == 6
+    assert (run / 'index.html').read_text().count('<figure>') >= 1
+
+
+def test_cli_bad_input(tmp_path):
+    r = cli('--help'); assert r.returncode == 0 and '--lambda_identity' in r.stdout and '--resume' in r.stdout
+    r = cli('--name', 'x', '--checkpoints_dir', tmp_path, *TINY)
+    assert r.returncode == 1 and 'no dataroot' in r.stderr
+    r = cli('--dataroot', tmp_path / 'nope', '--checkpoints_dir', tmp_path, *TINY)
+    assert r.returncode == 1 and 'nope' in r.stderr and 'Traceback' not in r.stderr
+    root = tmp_path / 'd'; (root / 'trainA').mkdir(parents=True); (root / 'trainB').mkdir()
+    write_toy_dataset(tmp_path / 'tmp_imgs', n_train=2, n_test=1, size=32)
+    for p in (tmp_path / 'tmp_imgs' / 'trainA').iterdir(): p.rename(root / 'trainA' / p.name)
+    r = cli('--dataroot', root, '--checkpoints_dir', tmp_path, '--crop_size', '32', '--load_size', '32', *TINY)
+    assert r.returncode == 1 and 'trainB/ is empty' in r.stderr, r.stderr
+    (root / 'trainB' / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
+    r = cli('--dataroot', root, '--checkpoints_dir', tmp_path, '--crop_size', '32', '--load_size', '32', '--num_threads', '0', *TINY)
+    assert r.returncode == 1 and 'broken.png' in r.stderr, r.stderr
+    r = cli('--dataroot', 'toy', '--netG', 'unet_256', *TINY)
+    assert r.returncode == 2 and 'invalid choice' in r.stderr
