@@ -92,4 +92,4 @@ def train_main(argv=None) -> int:
         return 1
     return 0
 
-if __name__ == '__main__': sys.exit(train_main())
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(train_main())  # python -m cyclegan_edu.cli; not in a notebook

@@ -121,6 +121,7 @@ def test_load_images_errors(tmp_path):
 @pytest.fixture(scope='module')
 def inception_file(tmp_path_factory):
     "A weights file with the FID Inception's keys and shapes but random (seeded) weights, in float16 (~48 MB)."
+    pytest.importorskip('torch_fidelity', reason="the Inception extractor needs torch-fidelity: pip install 'cyclegan_edu[eval]'")
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tfi, 'load_state_dict_from_url', lambda *a, **k: {})
