@@ -17,7 +17,7 @@ _GROUPS = {'dataroot': 'data', 'netG': 'networks', 'gan_mode': 'losses', 'lr': '
 
 # The built-in dataset is designed for these settings (see 08_toy and 09_train): small images and networks, so a
 # run takes minutes on a laptop CPU. Like the official per-model defaults, they apply only to options not given.
-TOY_DEFAULTS = dict(load_size=32, crop_size=32, netG='resnet_6blocks', ngf=32, ndf=32, toy_n=400, n_epochs=3,
+TOY_DEFAULTS = dict(load_size=32, crop_size=32, netG='resnet_6blocks', ngf=32, ndf=32, toy_n=300, n_epochs=3,
                     n_epochs_decay=2, print_freq=50, display_freq=200, save_latest_freq=1000, save_epoch_freq=5, num_threads=0)
 
 EXAMPLES = """examples:

@@ -4,19 +4,16 @@
 
 # %% auto #0
 __all__ = ['IMG_EXTENSIONS', 'LAYOUT_HELP', 'PREPROCESS_MODES', 'OFFICIAL_DATASETS', 'DATASET_URL', 'DOMAIN_FOLDERS',
-           'CITYSCAPES_HELP', 'is_image_file', 'make_dataset', 'BadImageError', 'load_image', 'scale_width',
-           'make_power_2', 'ImageTooSmallError', 'Preprocess', 'get_transform', 'UnpairedImageDataset', 'seed_worker',
-           'create_dataloader', 'show_batch', 'DownloadError', 'download_dataset']
+           'CITYSCAPES_HELP', 'MANUAL_DOWNLOAD', 'is_image_file', 'make_dataset', 'BadImageError', 'load_image',
+           'scale_width', 'make_power_2', 'ImageTooSmallError', 'Preprocess', 'get_transform', 'UnpairedImageDataset',
+           'seed_worker', 'create_dataloader', 'show_batch', 'download_dataset']
 
 # %% ../nbs/07_data.ipynb #c005
-import http.client
 import os
 import random
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -27,9 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms import functional as tvF
-from tqdm import tqdm
 
-from .core import show_images, to_8bit
+from .core import DownloadError, download_file, show_images, to_8bit
 
 # %% ../nbs/07_data.ipynb #c009
 IMG_EXTENSIONS = tuple(e for ext in ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
@@ -265,29 +261,10 @@ CITYSCAPES_HELP = (
     "--output_dir ./datasets/cityscapes (from github.com/junyanz/pytorch-CycleGAN-and-pix2pix). It writes "
     "trainA/ (photos), trainB/ (label maps), testA/, testB/; pass that folder as --dataroot")
 
-class DownloadError(RuntimeError):
-    "A dataset download or extraction that failed; the message says why and what to do."
+MANUAL_DOWNLOAD = ("check your internet connection and try again, or download the zip by hand, unzip it and pass "
+                   "the folder holding trainA/ and trainB/ as --dataroot")
 
 # %% ../nbs/07_data.ipynb #c052
-def _fetch(url, dest, desc, progress=True):
-    "Stream `url` into the file `dest`; raise `DownloadError` on network errors or a short body."
-    manual = ("check your internet connection and try again, or download the zip by hand, unzip it and pass "
-              "the folder holding trainA/ and trainB/ as --dataroot")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, 'wb') as f:
-            total = int(resp.headers['Content-Length']) if resp.headers.get('Content-Length') else None
-            got = 0
-            with tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk); got += len(chunk); bar.update(len(chunk))
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"{url} answered HTTP {e.code} ({e.reason}): {manual}") from e
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
-        raise DownloadError(f"could not download {url} ({getattr(e, 'reason', e)}): {manual}") from e
-    if total is not None and got != total:
-        raise DownloadError(f"download of {url} stopped after {got:,} of {total:,} bytes (the connection "
-                            f"dropped): {manual}")
-
 def _safe_extract(zip_path, dest: Path, url) -> None:
     "Extract a zip into `dest`, refusing the whole archive if any member would land outside `dest`."
     try: zf = zipfile.ZipFile(zip_path)
@@ -335,7 +312,8 @@ def download_dataset(name: str,                # an official dataset name (see O
     fd, part = tempfile.mkstemp(dir=root, prefix=f'.{name}-', suffix='.zip.part'); os.close(fd)
     zip_path, tmp_dir = root / f'{name}.zip', Path(tempfile.mkdtemp(dir=root, prefix=f'.{name}-extract-'))
     try:
-        _fetch(url, part, name, progress)
+        try: download_file(url, part, name, progress)  # cyclegan_edu.core: temp file, length check, rename
+        except DownloadError as e: raise DownloadError(f"{e}: {MANUAL_DOWNLOAD}") from e
         os.replace(part, zip_path)  # only a complete download gets the real name
         _safe_extract(zip_path, tmp_dir, url)
         src = tmp_dir / name

@@ -23,7 +23,7 @@ from torch import nn
 from PIL import Image
 
 from . import toy
-from .core import Table, get_device, tensor_to_pil
+from .core import DownloadError, Table, download_file, get_device, tensor_to_pil
 from .data import load_image, make_dataset
 from .inference import load_generator, translate
 
@@ -187,10 +187,9 @@ class InceptionFeatures(nn.Module):
 
 def _download(url: str, path: Path):
     "Download `url` to `path` (atomically), or explain what to do without internet."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try: torch.hub.download_url_to_file(url, str(path), progress=True)
-    except Exception as e:
-        raise RuntimeError(f"could not download the Inception weights that FID uses from {url} ({type(e).__name__}: {e}). "
+    try: download_file(url, path, desc='Inception weights')
+    except DownloadError as e:
+        raise RuntimeError(f"could not download the Inception weights that FID uses ({e}). "
                            f"Without internet: download that file on another machine and copy it to {path}, "
                            f"or pass its path as weights_path= (--inception_weights FILE on the command line)") from e
 

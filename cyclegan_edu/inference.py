@@ -13,9 +13,6 @@ import json
 import os
 import re
 import sys
-import tempfile
-import urllib.request
-from http.client import IncompleteRead
 from pathlib import Path
 
 import torch
@@ -24,7 +21,7 @@ from torch import nn
 from PIL import Image
 from tqdm import tqdm
 
-from .core import get_device, pil_to_tensor, tensor_to_pil
+from .core import DownloadError, download_file, get_device, pil_to_tensor, tensor_to_pil
 from .data import BadImageError, is_image_file, load_image
 from .models import define_G, generator_from_state_dict, load_generator_state_dict
 
@@ -251,29 +248,12 @@ def pretrained_cache_dir(cache_dir=None) -> Path:
     if cache_dir: return Path(cache_dir).expanduser()
     return Path(os.environ.get('CYCLEGAN_EDU_CACHE') or '~/.cache/cyclegan_edu').expanduser()/'pretrained'
 
-def _download(url: str, dest: Path, desc: str):
-    "Stream `url` to a temporary file next to `dest` with a progress bar; check its length; return the temp path."
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + '.', suffix='.part')
-    tmp, done = Path(tmp), 0
-    try:
-        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=60) as r:
-            total = int(r.headers.get('Content-Length') or 0) or None
-            with tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024, desc=desc) as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk); done += len(chunk); bar.update(len(chunk))
-        if total is not None and done != total:
-            raise IncompleteRead(b'', total - done)
-        return tmp
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, IncompleteRead):
-            raise CheckpointReadError(f"download of {url} stopped early: got {done:,} of {done + (e.expected or 0):,} bytes. "
-                                      "Nothing was cached; try again (check your connection).") from None
-        if isinstance(e, OSError):
-            raise CheckpointReadError(f"could not download {url}: {e}. Check the connection, or download the file "
-                                      f"yourself and put it at {dest}") from e
-        raise
+def _download(url: str, dest: Path, desc: str) -> Path:
+    "Download `url` to a `.part` file next to `dest` (not yet in the cache: it must load first); return its path."
+    try: return download_file(url, dest.with_name(dest.name + '.part'), desc)
+    except DownloadError as e:
+        raise CheckpointReadError(f"{e}; nothing was cached. Check the connection and try again, or download the "
+                                  f"file yourself and put it at {dest}") from e
 
 def load_pretrained(name: str,      # one of PRETRAINED_MODELS, e.g. 'horse2zebra'
                     cache_dir=None, # default: $CYCLEGAN_EDU_CACHE/pretrained or ~/.cache/cyclegan_edu/pretrained

@@ -302,7 +302,7 @@ def test_load_pretrained_truncated_or_bad_download_caches_nothing(server, tmp_pa
     torch.save(with_running_stats(tiny_G(ngf=8, n_blocks=9)), server.root / 'style_monet.pth')
     server.truncate.add('style_monet.pth')
     cache = tmp_path / 'cache'
-    with pytest.raises(CheckpointReadError, match='stopped early'):
+    with pytest.raises(CheckpointReadError, match='stopped after'):
         load_pretrained('style_monet', cache_dir=cache, url=server.url)
     assert list(cache.iterdir()) == []
     (server.root / 'zebra2horse.pth').write_text('<html>not a checkpoint</html>')

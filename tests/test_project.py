@@ -31,20 +31,21 @@ def _run(cmd, cwd):
     return r
 
 
-def test_library_in_sync_with_notebooks(project_copy):
-    before = _files(project_copy, 'cyclegan_edu/**/*.py')
-    _run([BIN / 'nbdev_export'], project_copy)
-    after = _files(project_copy, 'cyclegan_edu/**/*.py')
+def _assert_command_changes_nothing(project, cmd, pattern, fix):
+    before = _files(project, pattern)
+    _run([BIN / cmd], project)
+    after = _files(project, pattern)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"nbdev_export changes {changed}: the library is out of sync with nbs/; run nbdev_export and commit"
+    assert not changed, f"{cmd} changes {changed}: {fix}"
+
+
+def test_library_in_sync_with_notebooks(project_copy):
+    _assert_command_changes_nothing(project_copy, 'nbdev_export', 'cyclegan_edu/**/*.py',
+                                    "the library is out of sync with nbs/; run nbdev_export and commit")
 
 
 def test_notebooks_clean(project_copy):
-    before = _files(project_copy, 'nbs/**/*.ipynb')
-    _run([BIN / 'nbdev_clean'], project_copy)
-    after = _files(project_copy, 'nbs/**/*.ipynb')
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"nbdev_clean changes {changed}: run nbdev_clean and commit"
+    _assert_command_changes_nothing(project_copy, 'nbdev_clean', 'nbs/**/*.ipynb', "run nbdev_clean and commit")
 
 
 def test_docs_processing(project_copy):
