@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 from PIL import Image
+from tqdm.auto import tqdm
 
 # %% ../nbs/00_core.ipynb #c007
 def to_signed(x): return x * 2 - 1

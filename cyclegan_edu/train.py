@@ -467,9 +467,9 @@ class Trainer:
                 done_epoch = self.epoch
                 self.epoch, self.epoch_iter = self.epoch + 1, 0
                 self.save(done_epoch if done_epoch % c.save_epoch_freq == 0 else None)
-                ebar.update(1)
                 if self.history: ebar.set_postfix({'G': f"{self.history[-1]['G_A'] + self.history[-1]['G_B']:.3f}",
                                                    'lr': f"{self.history[-1]['lr']:.2e}"}, refresh=False)
+                ebar.update(1)  # refreshes the bar, postfix included
         finally:
             ebar.close()
         self.save_sample_grid(); self.write_run_page()
