@@ -331,12 +331,12 @@ def write_table(rows: list, path, settings: dict | None = None) -> Path:
     else: raise ValueError(f"{path}: the file name must end in .json or .csv")
     return path
 
-def eval_main(argv=None): # command-line arguments (default: sys.argv[1:])
-    "The `cyclegan_edu_eval` command: FID/KID (and toy ground truth) of a checkpoint, printed as a table."
+def eval_main(argv=None) -> int: # command-line arguments (default: sys.argv[1:])
+    "The `cyclegan_edu_eval` command: FID/KID (and toy ground truth) of a checkpoint, printed as a table; returns 0."
     args = _eval_parser().parse_args(argv)
     try: rows, settings = run_evaluation(args)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e: sys.exit(f"cyclegan_edu_eval: error: {e}")
     cols = list(dict.fromkeys(k for r in rows for k in r))
     print(Table(cols, [[_fmt(r.get(c, '')) for c in cols] for r in rows]))
     if args.output: print(f"wrote {write_table(rows, args.output, settings)}")
-    return rows
+    return 0  # the console script passes this to sys.exit

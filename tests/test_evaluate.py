@@ -181,7 +181,7 @@ def run_folder(tmp_path_factory):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, '-c', 'from cyclegan_edu.evaluate import eval_main; eval_main()', *map(str, args)],
+    return subprocess.run([sys.executable, '-c', 'import sys; from cyclegan_edu.evaluate import eval_main; sys.exit(eval_main())', *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

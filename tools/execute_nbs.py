@@ -22,7 +22,7 @@ def main(paths):
     nbs = [Path(p) for p in paths] or sorted((root / 'nbs').glob('*.ipynb'))
     for nb in nbs:
         print(f'executing {nb.name}', flush=True)
-        sh = CaptureShell()
+        sh = CaptureShell(mpl_format='png')  # not retina: keeps each notebook well under 1 MB
         sh.execute(nb, nb, exc_stop=True, preproc=skip)
     subprocess.run([str(Path(sys.executable).parent / 'nbdev_clean')], cwd=root, check=True)
 
