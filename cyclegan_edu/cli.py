@@ -10,7 +10,7 @@ import argparse, json, sys
 from dataclasses import fields
 from pathlib import Path
 
-from .train import CheckpointWriteError, CycleGANConfig, Trainer, TrainingDivergedError
+from .train import CheckpointWriteError, CycleGANConfig, RunLockedError, Trainer, TrainingDivergedError
 
 # %% ../nbs/10_cli.ipynb #c007
 _GROUPS = {'dataroot': 'data', 'netG': 'networks', 'gan_mode': 'losses', 'lr': 'optimisation', 'print_freq': 'logging, saving and the run'}
@@ -87,7 +87,7 @@ def train_main(argv=None) -> int:
         print(f"\ninterrupted: the last checkpoint in {Path(cfg.checkpoints_dir) / cfg.name} is kept; "
               "run the same command with --resume to continue", file=sys.stderr)
         return 130
-    except (FileExistsError, FileNotFoundError, TrainingDivergedError, CheckpointWriteError, ValueError) as e:
+    except (FileExistsError, FileNotFoundError, TrainingDivergedError, CheckpointWriteError, RunLockedError, ValueError) as e:
         print(f"cyclegan_edu_train: error: {e}", file=sys.stderr)
         return 1
     return 0

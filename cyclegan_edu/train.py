@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CycleGANConfig', 'CycleGANModel', 'linear_lr_factor', 'get_scheduler', 'SeededItems', 'EpochSampler', 'build_dataset',
-           'CheckpointWriteError', 'atomic_save', 'load_checkpoint', 'TrainingDivergedError', 'Trainer',
-           'read_loss_log', 'plot_losses', 'write_run_page']
+           'CheckpointWriteError', 'atomic_save', 'load_checkpoint', 'TrainingDivergedError', 'RunLockedError',
+           'lock_run', 'Trainer', 'read_loss_log', 'plot_losses', 'write_run_page']
 
 # %% ../nbs/09_train.ipynb #c005
 import dataclasses, errno, itertools, json, math, os, random, warnings
@@ -300,6 +300,21 @@ def load_checkpoint(path: str | Path) -> dict:
 class TrainingDivergedError(RuntimeError):
     "A loss became NaN or infinite."
 
+class RunLockedError(RuntimeError):
+    "Another process (or Trainer) is training the same run folder."
+
+def lock_run(run_dir: Path):
+    "Hold an exclusive lock on `run_dir/.lock` (released when the returned file closes); None where unsupported."
+    try: import fcntl
+    except ImportError: return None  # Windows: no advisory locks; runs are then unguarded
+    f = open(run_dir / '.lock', 'a')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunLockedError(f"another process is training {run_dir} right now: wait for it to finish (or stop it), "
+                             "then --resume; or choose another --name") from None
+    return f
+
 class Trainer:
     "Runs CycleGAN training for a config: `Trainer(cfg).fit()`; `Trainer(cfg, resume=True)` continues a run."
     def __init__(self, cfg: CycleGANConfig,
@@ -327,6 +342,7 @@ class Trainer:
         except OSError as e:
             raise CheckpointWriteError(e.errno, f"cannot create the run folder {self.run_dir}: {e.strerror}; "
                                        "choose a writable --checkpoints_dir") from e
+        self._lock = lock_run(self.run_dir)  # two processes writing one run would corrupt it; held until fit() ends
         for stale in self.run_dir.glob('.*.tmp*'): stale.unlink()  # left by a process killed while writing
         self.device = get_device(cfg.device or None)
         seed_everything(cfg.seed)
@@ -470,10 +486,15 @@ class Trainer:
                 if self.history: ebar.set_postfix({'G': f"{self.history[-1]['G_A'] + self.history[-1]['G_B']:.3f}",
                                                    'lr': f"{self.history[-1]['lr']:.2e}"}, refresh=False)
                 ebar.update(1)  # refreshes the bar, postfix included
+            self.save_sample_grid(); self.write_run_page()
         finally:
             ebar.close()
-        self.save_sample_grid(); self.write_run_page()
+            self.release()
         return self.history
+
+    def release(self):
+        "Give up the run folder's lock (fit() does this when it ends)."
+        if getattr(self, '_lock', None) is not None: self._lock.close(); self._lock = None
 
 # %% ../nbs/09_train.ipynb #c029
 def read_loss_log(run: str | Path) -> list:

@@ -135,3 +135,13 @@ def test_cli_bad_input(tmp_path):
     assert r.returncode == 1 and 'broken.png' in r.stderr, r.stderr
     r = cli('--dataroot', 'toy', '--netG', 'unet_256', *TINY)
     assert r.returncode == 2 and 'invalid choice' in r.stderr
+
+
+def test_one_trainer_per_run(tmp_path):
+    "Two trainers (or processes) never write the same run folder at once; the lock is released when fit() ends."
+    first = tr.Trainer(tiny_cfg(tmp_path, max_iters=1), progress=False, log=None)
+    with pytest.raises(tr.RunLockedError, match='another process is training'):
+        tr.Trainer(tiny_cfg(tmp_path, max_iters=2), resume=True, progress=False, log=None)
+    first.fit()
+    tr.Trainer(tiny_cfg(tmp_path, max_iters=2), resume=True, progress=False, log=None).fit()
+    assert tr.load_checkpoint(tmp_path / 'run' / 'latest.pt')['total_iters'] == 2
