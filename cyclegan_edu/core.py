@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['to_signed', 'to_unit', 'to_8bit', 'pil_to_tensor', 'tensor_to_pil', 'DownloadError', 'download_file',
-           'seed_everything', 'get_device', 'count_parameters', 'Table', 'layer_table', 'show_images']
+           'require_optional', 'seed_everything', 'get_device', 'count_parameters', 'Table', 'layer_table',
+           'show_images']
 
 # %% ../nbs/00_core.ipynb #c005
-import http.client, os, random, tempfile, urllib.error, urllib.request
+import http.client, importlib, os, random, tempfile, urllib.error, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def download_file(url: str,                # http(s) URL
         raise DownloadError(f"could not download {url} ({getattr(e, 'reason', None) or e})") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+def require_optional(module: str,            # module to import, e.g. 'onnxruntime'
+                     extra: str,             # the package extra that brings it: 'export' or 'eval'
+                     pip_name: str | None = None, # its pip name, if not the module's
+                    ):
+    "Import an optional dependency, or raise an ImportError that says which extra to install."
+    try: return importlib.import_module(module)
+    except ImportError as e:
+        pip_name = pip_name or module
+        raise ImportError(f"this needs the optional package `{pip_name}`, which is not installed: "
+                          f"pip install 'cyclegan_edu[{extra}]' (or pip install {pip_name})") from e
 
 # %% ../nbs/00_core.ipynb #c019
 def seed_everything(seed: int = 0):

@@ -10,7 +10,6 @@ __all__ = ['INCEPTION_URL', 'METRICS', 'EVAL_EPILOG', 'ImageFeatureExtractor', '
 # %% ../nbs/13_evaluate.ipynb #c006
 import argparse
 import csv
-import importlib
 import json
 import sys
 import warnings
@@ -23,7 +22,7 @@ from torch import nn
 from PIL import Image
 
 from . import toy
-from .core import DownloadError, Table, download_file, get_device, tensor_to_pil
+from .core import DownloadError, Table, download_file, get_device, require_optional, tensor_to_pil
 from .data import load_image, make_dataset
 from .inference import load_generator, translate
 
@@ -34,13 +33,6 @@ class ImageFeatureExtractor(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 # %% ../nbs/13_evaluate.ipynb #c013
-def _require(module: str, pip_name: str):
-    "Import an optional dependency, or say how to install it."
-    try: return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"this needs the optional package `{pip_name}`, which is not installed: "
-                          f"pip install 'cyclegan_edu[eval]' (or pip install {pip_name})") from e
-
 def _as_features(f, name: str) -> torch.Tensor:
     "Validate and convert features to a float64 CPU tensor (N, D)."
     f = torch.as_tensor(np.asarray(f) if not isinstance(f, torch.Tensor) else f).detach().cpu().double()
@@ -65,7 +57,7 @@ def frechet_distance(feats1, # (N1, D) features of one set (e.g. real images)
                     ) -> float:
     "Fréchet distance between Gaussians fitted to two feature sets (FID when the features are Inception's)."
     f1, f2 = _pair(feats1, feats2)
-    fid_mod = _require('torchmetrics.image.fid', 'torchmetrics')
+    fid_mod = require_optional('torchmetrics.image.fid', 'eval', 'torchmetrics')
     fid = fid_mod.FrechetInceptionDistance(feature=_GivenFeatures(f1.shape[1]))
     fid.update(f1, real=True); fid.update(f2, real=False)
     return float(fid.compute())
@@ -83,7 +75,7 @@ def kernel_inception_distance(feats1,                 # (N1, D) features of one 
     size = min(1000, n) if subset_size is None else subset_size
     if not 2 <= size <= n:
         raise ValueError(f"subset_size={size}: must be between 2 and the size of the smaller set ({n} features)")
-    kid_mod = _require('torchmetrics.image.kid', 'torchmetrics')
+    kid_mod = require_optional('torchmetrics.image.kid', 'eval', 'torchmetrics')
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*will save all extracted features')
         kid = kid_mod.KernelInceptionDistance(feature=_GivenFeatures(f1.shape[1]), subsets=subsets, subset_size=size)
@@ -178,7 +170,7 @@ class InceptionFeatures(nn.Module):
     def __init__(self, weights_path, # a weights-inception-2015-12-05 .pth file
                  device=None):       # where to run; default: the best available
         super().__init__()
-        fid_mod = _require('torchmetrics.image.fid', 'torchmetrics'); _require('torch_fidelity', 'torch-fidelity')
+        fid_mod = require_optional('torchmetrics.image.fid', 'eval', 'torchmetrics'); require_optional('torch_fidelity', 'eval', 'torch-fidelity')
         self.device = get_device(device)
         self.net = fid_mod.NoTrainInceptionV3(name='inception-v3-compat', features_list=['2048'],
                                               feature_extractor_weights_path=str(weights_path)).to(self.device)

@@ -7,13 +7,14 @@ __all__ = ['export_torchscript', 'export_onnx', 'check_export']
 
 # %% ../nbs/12_export.ipynb #c006
 import copy
-import importlib
 import json
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .core import require_optional
 
 # %% ../nbs/12_export.ipynb #c009
 def _exportable(G: nn.Module) -> nn.Module:
@@ -36,13 +37,6 @@ def _check_size(size, what='size'):
         raise ValueError(f"{what}={tuple(size)}: height and width must be multiples of 4 and at least 8 (two stride-2 "
                          f"convolutions halve the image twice, then two transposed ones double it back); "
                          f"e.g. {(max(8, -(-h // 4) * 4), max(8, -(-w // 4) * 4))}")
-
-def _require(module: str, extra: str = 'export'):
-    "Import an optional dependency, or say how to install it."
-    try: return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"this needs the optional package `{module}`, which is not installed: "
-                          f"pip install 'cyclegan_edu[{extra}]' (or pip install {module})") from e
 
 # %% ../nbs/12_export.ipynb #c013
 def _meta(net: nn.Module) -> dict:
@@ -75,7 +69,7 @@ def export_onnx(G: nn.Module,       # a generator (its `.model` Sequential is ex
                 example_size=(256, 256),   # (height, width) of the example input
                ) -> Path:
     "Export `G` to a single-file ONNX model with input 'input' and output 'output' (NCHW, values in [-1, 1])."
-    _require('onnx'); _require('onnxscript')
+    require_optional('onnx', 'export'); require_optional('onnxscript', 'export')
     _check_size(example_size, 'example_size')
     net, path = _exportable(G), Path(path)
     x = torch.zeros(1, _channels(net), *example_size)
@@ -92,7 +86,7 @@ def export_onnx(G: nn.Module,       # a generator (its `.model` Sequential is ex
 def _runner(path: Path):
     "A function running the exported file at `path` on a float32 NCHW tensor, returning a tensor."
     if path.suffix.lower() == '.onnx':
-        ort = _require('onnxruntime')
+        ort = require_optional('onnxruntime', 'export')
         sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
         name = sess.get_inputs()[0].name
         return lambda x: torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
