@@ -159,3 +159,20 @@ def test_unreachable_url(tmp_path):
         download_dataset('horse2zebra', root=tmp_path, url=url, progress=False)
     assert f'127.0.0.1:{port}/horse2zebra.zip' in str(e.value) and '--dataroot' in str(e.value)
     assert listing(tmp_path) == []
+
+
+def test_training_on_an_official_name_downloads_it_once(server, tmp_path, monkeypatch):
+    "`cyclegan_edu_train --dataroot horse2zebra` fetches the official zip into ./datasets, then trains on it."
+    import cyclegan_edu.data as data
+    from cyclegan_edu.cli import train_main
+    from cyclegan_edu.train import load_checkpoint
+    server.files['/horse2zebra.zip'] = (make_zip(), None)
+    monkeypatch.setattr(data, 'DATASET_URL', server.url)
+    monkeypatch.chdir(tmp_path)
+    args = ['--dataroot', 'horse2zebra', '--name', 'h2z', '--crop_size', '32', '--load_size', '32', '--ngf', '4',
+            '--ndf', '4', '--netG', 'resnet_6blocks', '--n_epochs', '1', '--n_epochs_decay', '0', '--num_threads', '0', '--quiet']
+    assert train_main(args) == 0
+    assert listing(tmp_path / 'datasets' / 'horse2zebra') == ['testA', 'testB', 'trainA', 'trainB']
+    assert load_checkpoint(tmp_path / 'checkpoints' / 'h2z' / 'latest.pt')['total_iters'] == 2
+    assert train_main(args + ['--resume', '--n_epochs', '2']) == 0     # a second run reuses the folder
+    assert server.hits == ['/horse2zebra.zip']
