@@ -417,23 +417,31 @@ class Trainer:
 
     @torch.no_grad()
     def sample_grid(self):
-        "Rows: fixed samples; columns: real_A, fake_B, rec_A, real_B, fake_A, rec_B (in [-1, 1])."
+        "Rows: fixed samples; columns: real_A, fake_B, rec_A, real_B, fake_A, rec_B (in [-1, 1], 1-channel shown as RGB)."
         m = self.model; m.train(False)
         A, B = self.samples['A'].to(self.device), self.samples['B'].to(self.device)
         if self.cfg.direction == 'BtoA': A, B = B, A
         fake_B, fake_A = m.netG_A(A), m.netG_B(B)
-        rows = torch.stack([A, fake_B, m.netG_B(fake_B), B, fake_A, m.netG_A(fake_A)], 1)  # (n, 6, C, H, W)
+        cols = [A, fake_B, m.netG_B(fake_B), B, fake_A, m.netG_A(fake_A)]
+        rows = torch.stack([t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t for t in cols], 1)  # (n, 6, 3, H, W); gray → RGB
         m.train(True)
         return rows.cpu()
 
     def save_sample_grid(self) -> Path:
-        from torchvision.utils import save_image
+        "Save the sample grid as images/iter_N.png, with the column names in a header strip."
+        from PIL import Image, ImageDraw
+        from torchvision.utils import make_grid
         rows = self.sample_grid()
         n, k, c, h, w = rows.shape
         flat = rows.reshape(n * k, c, h, w)
         if h < 128: flat = nn.functional.interpolate(flat, scale_factor=max(1, 128 // h), mode='nearest')
+        grid = make_grid(to_unit(flat).clamp(0, 1), nrow=k, padding=2, pad_value=1.0)  # (3, H', W')
+        body = Image.fromarray((grid.permute(1, 2, 0) * 255).round().byte().numpy())
+        img = Image.new('RGB', (body.width, body.height + 14), 'white'); img.paste(body, (0, 14))
+        draw, cell = ImageDraw.Draw(img), (body.width - 2) / k
+        for j, name in enumerate(self.model.visual_names): draw.text((2 + j * cell + 3, 1), name, fill='black')
         path = self.run_dir / 'images' / f'iter_{self.total_iters:07d}.png'
-        save_image(to_unit(flat).clamp(0, 1), path, nrow=k, padding=2, pad_value=1.0)
+        img.save(path)
         return path
 
     # --- training ---

@@ -145,3 +145,16 @@ def test_one_trainer_per_run(tmp_path):
     first.fit()
     tr.Trainer(tiny_cfg(tmp_path, max_iters=2), resume=True, progress=False, log=None).fit()
     assert tr.load_checkpoint(tmp_path / 'run' / 'latest.pt')['total_iters'] == 2
+
+
+def test_grayscale_to_rgb_run(tmp_path):
+    "input_nc=1, output_nc=3 on folders: A images load as grayscale, the nets and the sample grid handle both."
+    root = write_toy_dataset(tmp_path / 'data', n_train=3, n_test=2, size=32, seed=2)
+    r = cli('--dataroot', root, '--name', 'g', '--checkpoints_dir', tmp_path / 'ck', '--crop_size', '32', '--load_size', '32',
+            '--input_nc', '1', '--lambda_identity', '0', '--n_epochs', '1', '--n_epochs_decay', '0', '--num_threads', '0', *TINY)
+    assert r.returncode == 0, r.stderr
+    ck = tr.load_checkpoint(tmp_path / 'ck' / 'g' / 'latest.pt')
+    assert ck['nets']['G_A']['model.1.weight'].shape[1] == 1 and ck['nets']['G_B']['model.1.weight'].shape[1] == 3
+    assert len(list((tmp_path / 'ck' / 'g' / 'images').glob('iter_*.png'))) == 1
+    r = cli('--dataroot', root, '--name', 'g2', '--checkpoints_dir', tmp_path / 'ck', '--input_nc', '1', *TINY)
+    assert r.returncode == 2 and '--lambda_identity 0' in r.stderr   # the identity loss needs equal channels
