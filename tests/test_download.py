@@ -1,5 +1,4 @@
 """download_dataset against a real HTTP server on 127.0.0.1 serving zips made here."""
-import http.server
 import io
 import socket
 import threading
@@ -27,39 +26,11 @@ def make_zip(folders=('trainA', 'trainB', 'testA', 'testB'), top='horse2zebra', 
     return buf.getvalue()
 
 
-class Server:
-    "A threaded HTTP server; `files[path] = (body, content_length or None)`; `hits` lists the requested paths."
-    def __init__(self):
-        self.files, self.hits = {}, []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.hits.append(self.path)
-                if self.path not in outer.files:
-                    self.send_error(404); return
-                body, length = outer.files[self.path]
-                self.send_response(200)
-                self.send_header('Content-Type', 'application/zip')
-                self.send_header('Content-Length', str(len(body) if length is None else length))
-                self.end_headers()
-                self.wfile.write(body)  # then the handler returns and the connection closes (HTTP/1.0)
-            def log_message(self, *args): pass
-
-        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
-        self.thread.start()
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/{{name}}.zip'
-
-    def close(self):
-        self.httpd.shutdown(); self.httpd.server_close()
-
-
 @pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
+def server(local_server):
+    "The shared local server (conftest.py), with the dataset URL template the code under test fills in."
+    local_server.zip_url = local_server.url('{name}.zip')
+    return local_server
 
 
 def listing(d):
@@ -67,78 +38,79 @@ def listing(d):
 
 
 def test_good_zip_downloads_extracts_and_is_not_fetched_twice(server, tmp_path):
-    server.files['/horse2zebra.zip'] = (make_zip(), None)
+    server.files['/horse2zebra.zip'] = make_zip()
     root = tmp_path / 'datasets'
-    path = download_dataset('horse2zebra', root=root, url=server.url)
+    path = download_dataset('horse2zebra', root=root, url=server.zip_url)
     assert path == root / 'horse2zebra'
     assert listing(path) == ['testA', 'testB', 'trainA', 'trainB']
     assert listing(path / 'trainA') == ['img0.png', 'img1.png']
     assert listing(root) == ['horse2zebra']  # no zip, no temp file, no temp folder left
     assert len(UnpairedImageDataset(path, load_size=8, crop_size=8)) == 2
-    assert download_dataset('horse2zebra', root=root, url=server.url) == path
+    assert download_dataset('horse2zebra', root=root, url=server.zip_url) == path
     assert server.hits == ['/horse2zebra.zip']  # the second call did not download
 
 
 def test_force_downloads_again(server, tmp_path):
-    server.files['/horse2zebra.zip'] = (make_zip(), None)
-    download_dataset('horse2zebra', root=tmp_path, url=server.url, progress=False)
+    server.files['/horse2zebra.zip'] = make_zip()
+    download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
     (tmp_path / 'horse2zebra' / 'trainA' / 'img0.png').unlink()
-    download_dataset('horse2zebra', root=tmp_path, url=server.url, force=True, progress=False)
+    download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, force=True, progress=False)
     assert len(server.hits) == 2
     assert (tmp_path / 'horse2zebra' / 'trainA' / 'img0.png').exists()
 
 
 def test_zip_with_folders_at_top_level(server, tmp_path):
-    server.files['/mine.zip'] = (make_zip(top=None), None)
-    path = download_dataset('mine', root=tmp_path, url=server.url, progress=False)
+    server.files['/mine.zip'] = make_zip(top=None)
+    path = download_dataset('mine', root=tmp_path, url=server.zip_url, progress=False)
     assert listing(path) == ['testA', 'testB', 'trainA', 'trainB'] and listing(tmp_path) == ['mine']
 
 
 def test_truncated_download_is_an_error_and_leaves_nothing(server, tmp_path):
     body = make_zip()
-    server.files['/horse2zebra.zip'] = (body[: len(body) // 2], len(body))  # promises more than it sends
+    server.files['/horse2zebra.zip'] = body
+    server.truncate.add('/horse2zebra.zip')  # promises the whole body, sends half
     with pytest.raises(DownloadError, match=r'stopped after [\d,]+ of [\d,]+ bytes') as e:
-        download_dataset('horse2zebra', root=tmp_path, url=server.url, progress=False)
+        download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
     assert '127.0.0.1' in str(e.value) and '--dataroot' in str(e.value)
     assert listing(tmp_path) == []
 
 
 @pytest.mark.parametrize('member', ['../evil.txt', '/abs_evil.txt', 'horse2zebra/../../evil2.txt'])
 def test_member_escaping_the_target_is_refused(server, tmp_path, member):
-    server.files['/horse2zebra.zip'] = (make_zip(extra=[(member, b'gotcha')]), None)
+    server.files['/horse2zebra.zip'] = make_zip(extra=[(member, b'gotcha')])
     root = tmp_path / 'a' / 'datasets'
     with pytest.raises(DownloadError, match='refusing to extract') as e:
-        download_dataset('horse2zebra', root=root, url=server.url, progress=False)
+        download_dataset('horse2zebra', root=root, url=server.zip_url, progress=False)
     assert repr(member) in str(e.value)
     assert listing(root) == [] and listing(tmp_path) == ['a'] and listing(tmp_path / 'a') == ['datasets']
     assert not list(tmp_path.rglob('*evil*'))
 
 
 def test_missing_testB_is_a_layout_error(server, tmp_path):
-    server.files['/horse2zebra.zip'] = (make_zip(folders=('trainA', 'trainB', 'testA')), None)
+    server.files['/horse2zebra.zip'] = make_zip(folders=('trainA', 'trainB', 'testA'))
     with pytest.raises(DownloadError, match='no testB folder'):
-        download_dataset('horse2zebra', root=tmp_path, url=server.url, progress=False)
+        download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
     assert listing(tmp_path) == []
 
 
 def test_not_a_zip(server, tmp_path):
-    server.files['/horse2zebra.zip'] = (b'<html>maintenance</html>', None)
+    server.files['/horse2zebra.zip'] = b'<html>maintenance</html>'
     with pytest.raises(DownloadError, match='valid zip'):
-        download_dataset('horse2zebra', root=tmp_path, url=server.url, progress=False)
+        download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
     assert listing(tmp_path) == []
 
 
 def test_http_404(server, tmp_path):
     with pytest.raises(DownloadError, match='HTTP 404'):
-        download_dataset('horse2zebra', root=tmp_path, url=server.url, progress=False)
+        download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
     assert listing(tmp_path) == []
 
 
 def test_existing_incomplete_folder_is_not_trusted(server, tmp_path):
-    server.files['/horse2zebra.zip'] = (make_zip(), None)
+    server.files['/horse2zebra.zip'] = make_zip()
     for f in ('trainA', 'trainB', 'testA'): (tmp_path / 'horse2zebra' / f).mkdir(parents=True)
     with pytest.raises(DownloadError, match=r'lacks testB.*force=True'):
-        download_dataset('horse2zebra', root=tmp_path, url=server.url, progress=False)
+        download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
     assert server.hits == []
 
 
@@ -166,8 +138,8 @@ def test_training_on_an_official_name_downloads_it_once(server, tmp_path, monkey
     import cyclegan_edu.data as data
     from cyclegan_edu.cli import train_main
     from cyclegan_edu.train import load_checkpoint
-    server.files['/horse2zebra.zip'] = (make_zip(), None)
-    monkeypatch.setattr(data, 'DATASET_URL', server.url)
+    server.files['/horse2zebra.zip'] = make_zip()
+    monkeypatch.setattr(data, 'DATASET_URL', server.zip_url)
     monkeypatch.chdir(tmp_path)
     args = ['--dataroot', 'horse2zebra', '--name', 'h2z', '--crop_size', '32', '--load_size', '32', '--ngf', '4',
             '--ndf', '4', '--netG', 'resnet_6blocks', '--n_epochs', '1', '--n_epochs_decay', '0', '--num_threads', '0', '--quiet']

@@ -1,11 +1,8 @@
 "FID/KID statistics against independent computations, evaluate_generator, the Inception download, and the eval CLI."
 import csv
-import functools
-import http.server
 import json
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -136,14 +133,10 @@ def inception_file(tmp_path_factory):
 
 
 @pytest.fixture
-def server(inception_file):
-    "An HTTP server on 127.0.0.1 serving the folder that holds the weights file."
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args): pass
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(inception_file.parent)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f'http://127.0.0.1:{httpd.server_address[1]}'
-    httpd.shutdown(); httpd.server_close()
+def server(local_server, inception_file):
+    "The shared local server (conftest.py) serving the weights file; yields its base URL."
+    local_server.files['/' + inception_file.name] = inception_file.read_bytes()
+    return local_server.base
 
 
 def test_inception_download_and_features(server, inception_file, tmp_path):

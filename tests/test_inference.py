@@ -1,10 +1,7 @@
 "Tests for cyclegan_edu.inference: loading generators, translating any size/kind, pretrained downloads, the CLI."
-import functools
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -248,32 +245,11 @@ def test_generator_key_table():
 
 # --- pretrained -------------------------------------------------------------------------------------------------------
 
-class Server:
-    "A local HTTP server: serves files from `root`; names in `truncate` get a correct Content-Length but half a body."
-    def __init__(self, root: Path):
-        self.requests, self.truncate, outer = [], set(), self
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *a): pass
-            def do_GET(self):
-                outer.requests.append(self.path)
-                name = self.path.lstrip('/')
-                if name in outer.truncate:
-                    data = (root / name).read_bytes()
-                    self.send_response(200); self.send_header('Content-Length', str(len(data))); self.end_headers()
-                    self.wfile.write(data[:len(data) // 2]); self.wfile.flush()
-                    self.close_connection = True
-                    return
-                super().do_GET()
-        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Handler, directory=str(root)))
-        threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/{{name}}.pth'
-
 @pytest.fixture
-def server(tmp_path):
-    root = tmp_path / 'served'; root.mkdir()
-    s = Server(root); s.root = root
-    yield s
-    s.httpd.shutdown(); s.httpd.server_close()
+def server(local_server):
+    "The shared local server (conftest.py) with the pretrained-model URL template."
+    local_server.pth_url = local_server.url('{name}.pth')
+    return local_server
 
 
 def test_pretrained_names_and_url():
@@ -287,29 +263,29 @@ def test_load_pretrained_downloads_once_and_caches(server, tmp_path, monkeypatch
     net = tiny_G(ngf=8, n_blocks=9)
     torch.save(with_running_stats(net), server.root / 'horse2zebra.pth')
     cache = tmp_path / 'cache'
-    a = load_pretrained('horse2zebra', cache_dir=cache, url=server.url, device='cpu')
-    b = load_pretrained('horse2zebra', cache_dir=cache, url=server.url, device='cpu')
-    assert server.requests == ['/horse2zebra.pth']
+    a = load_pretrained('horse2zebra', cache_dir=cache, url=server.pth_url, device='cpu')
+    b = load_pretrained('horse2zebra', cache_dir=cache, url=server.pth_url, device='cpu')
+    assert server.hits == ['/horse2zebra.pth']
     assert sorted(p.name for p in cache.iterdir()) == ['horse2zebra.pth']
     assert same_net(a, net) and same_net(b, net) and not a.training
     monkeypatch.setenv('CYCLEGAN_EDU_CACHE', str(tmp_path / 'envcache'))
     assert pretrained_cache_dir() == tmp_path / 'envcache' / 'pretrained'
-    load_pretrained('horse2zebra', url=server.url)
-    assert (tmp_path / 'envcache' / 'pretrained' / 'horse2zebra.pth').is_file() and len(server.requests) == 2
+    load_pretrained('horse2zebra', url=server.pth_url)
+    assert (tmp_path / 'envcache' / 'pretrained' / 'horse2zebra.pth').is_file() and len(server.hits) == 2
 
 
 def test_load_pretrained_truncated_or_bad_download_caches_nothing(server, tmp_path):
     torch.save(with_running_stats(tiny_G(ngf=8, n_blocks=9)), server.root / 'style_monet.pth')
-    server.truncate.add('style_monet.pth')
+    server.truncate.add('/style_monet.pth')
     cache = tmp_path / 'cache'
     with pytest.raises(CheckpointReadError, match='stopped after'):
-        load_pretrained('style_monet', cache_dir=cache, url=server.url)
+        load_pretrained('style_monet', cache_dir=cache, url=server.pth_url)
     assert list(cache.iterdir()) == []
     (server.root / 'zebra2horse.pth').write_text('<html>not a checkpoint</html>')
     with pytest.raises(CheckpointReadError, match='nothing was cached'):
-        load_pretrained('zebra2horse', cache_dir=cache, url=server.url)
+        load_pretrained('zebra2horse', cache_dir=cache, url=server.pth_url)
     with pytest.raises(CheckpointReadError, match='could not download'):  # 404
-        load_pretrained('map2sat', cache_dir=cache, url=server.url)
+        load_pretrained('map2sat', cache_dir=cache, url=server.pth_url)
     assert list(cache.iterdir()) == []
 
 
