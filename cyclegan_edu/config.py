@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'LOGGERS', 'TOY_DEFAULTS', 'EXAMPLES', 'CycleGANConfig', 'validate', 'check_sizes',
-           'discriminator_min_size', 'make_generator', 'make_discriminator', 'build_parser', 'add_official_flags',
-           'official_to_ours', 'config_from_args', 'CommandError', 'error_message', 'run_command']
+           'discriminator_min_size', 'make_generator', 'make_discriminator', 'available_devices', 'resolve_device',
+           'build_parser', 'add_official_flags', 'official_to_ours', 'config_from_args', 'CommandError',
+           'error_message', 'run_command']
 
 # %% ../nbs/09_config.ipynb #c004
 import argparse, dataclasses, math, os, sys, traceback, warnings
@@ -189,6 +190,28 @@ def make_discriminator(cfg: CycleGANConfig, # the run's options
     return define_D(nc, cfg.ndf, cfg.netD, cfg.n_layers_D, cfg.norm, cfg.init_type, cfg.init_gain)
 
 # %% ../nbs/09_config.ipynb #c019
+def available_devices() -> list:
+    "The devices PyTorch can use here, e.g. ['cpu', 'cuda:0', 'cuda:1'] or ['cpu', 'mps']."
+    out = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): out.append('mps')
+    return out
+
+def resolve_device(spec: str | torch.device | None = None, # 'cpu', 'cuda', 'cuda:1', 'mps' …; None/'': the best available
+                  ) -> torch.device:
+    "The device `spec` names, after checking it exists here (`ValueError` listing the available ones if not)."
+    have = available_devices()
+    if spec is None or spec == '':
+        return torch.device('cuda' if len(have) > 1 and have[1].startswith('cuda') else 'mps' if 'mps' in have else 'cpu')
+    try: d = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {spec!r} is not a device name: use cpu, cuda, cuda:N or mps; available here: "
+                         f"{', '.join(have)}") from None
+    ok = (d.type == 'cpu' or (d.type == 'cuda' and torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count())
+          or (d.type == 'mps' and 'mps' in have))
+    if not ok: raise ValueError(f"--device {spec}: there is no such device on this machine; available here: {', '.join(have)}")
+    return d
+
+# %% ../nbs/09_config.ipynb #c022
 # The built-in dataset is designed for these settings (see the built-in dataset and training pages): small images and
 # networks, so a run takes minutes on a laptop CPU. They apply only to options not given.
 TOY_DEFAULTS = dict(load_size=32, crop_size=32, netG='resnet_6blocks', ngf=32, ndf=32, toy_n=300, n_epochs=3,
@@ -234,7 +257,7 @@ def build_parser(prog: str = 'cyclegan_edu_train') -> argparse.ArgumentParser:
     add_official_flags(p)
     return p
 
-# %% ../nbs/09_config.ipynb #c021
+# %% ../nbs/09_config.ipynb #c024
 _IGNORED = {  # official flags with nothing to do here: what replaces them
     'display_id': 'visdom is not used: open the run page (index.html) or pass --logger tensorboard',
     'display_server': 'visdom is not used', 'display_port': 'visdom is not used', 'display_env': 'visdom is not used',
@@ -299,7 +322,7 @@ def config_from_args(argv: list | None = None, # command-line arguments (default
         raise ValueError(f"--epoch {ns.epoch!r}: expected latest or an epoch number")
     return CycleGANConfig(**given), ns, notes
 
-# %% ../nbs/09_config.ipynb #c027
+# %% ../nbs/09_config.ipynb #c030
 class CommandError(Exception):
     "An error a command reports as one line (its message) with exit status `code`."
     def __init__(self, message: str, code: int = 1): super().__init__(message); self.code = code

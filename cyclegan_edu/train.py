@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import CycleGANConfig
-from .core import get_device, seed_everything
+from .config import CycleGANConfig, resolve_device
+from .core import seed_everything
 from .cyclegan import CycleGANModel
 from .checkpoint import (CheckpointReadError, CheckpointWriteError, atomic_save, first_non_finite,
                                      load_checkpoint, rng_state, save_official_nets, set_rng_state)
@@ -127,7 +127,7 @@ class Trainer:
         if ck is not None: cfg = self._resumed_config(cfg, ck)
         self.cfg, self.progress = cfg, progress and self.dist.is_main
         # everything that can fail on a bad input happens before the run folder is written
-        self.device = get_device(cfg.device or None)
+        self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.dataset = build_dataset(cfg)
         self.samples = self._fixed_samples(num_samples)
