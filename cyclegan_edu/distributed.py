@@ -7,7 +7,7 @@ __all__ = ['TIMEOUT_ENV', 'DEFAULT_TIMEOUT', 'TEST_FAIL_ENV', 'TEST_CHECKSUMS_EN
            'PeerStoppedError', 'DDPGroup', 'process_group', 'weight_checksums']
 
 # %% ../nbs/17_distributed.ipynb #e_imports
-import contextlib, datetime, hashlib, json, os, signal, threading
+import contextlib, datetime, hashlib, json, os, signal, threading, warnings
 from pathlib import Path
 
 import torch
@@ -175,7 +175,7 @@ def _stopped_message(e: BaseException, group: DDPGroup, run_dir: Path) -> str:
 def _ending(e: BaseException, rank: int, group: DDPGroup | None, run_dir: Path) -> BaseException:
     "What this process ends with: one line for the run when every process knows the error, '[rank N] …' for its own."
     if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)): return e
-    own = lambda: e if rank == 0 else CommandError(f"[rank {rank}] {error_message(e)}", getattr(e, 'code', 1))
+    own = lambda: e if rank == 0 else CommandError(f"[rank {rank}] {error_message(e)}", e.code if isinstance(e, CommandError) else 1)
     if group is None: return own()  # the group could not start (e.g. --device): every process says why
     group.ending = True             # from here a SIGTERM from torchrun no longer cuts this message short
     if not group.checked_in and not isinstance(e, DistributedSetupError) and not _peer_failure(e):
@@ -200,6 +200,7 @@ def process_group(cfg: CycleGANConfig,           # the run's options
     rank, group, run_dir = world[0], None, Path(cfg.checkpoints_dir) / cfg.name
     try:
         group = DDPGroup(cfg.device)
+        if rank: warnings.simplefilter('ignore')  # rank 0 shows the warnings (every process would print the same ones)
         group.check_options({**{f'--{k}': v for k, v in cfg.to_dict().items() if k != 'device'}, **(options or {}),
                              'cyclegan_edu version': cyclegan_edu.__version__, 'torch version': torch.__version__})
         _check_downloaded(cfg.dataroot)
