@@ -7,7 +7,7 @@ __all__ = ['TIMEOUT_ENV', 'DEFAULT_TIMEOUT', 'TEST_FAIL_ENV', 'TEST_CHECKSUMS_EN
            'PeerStoppedError', 'DDPGroup', 'process_group', 'weight_checksums']
 
 # %% ../nbs/17_distributed.ipynb #e_imports
-import contextlib, datetime, hashlib, json, os, signal, threading, warnings
+import contextlib, datetime, hashlib, json, os, signal, sys, threading, warnings
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from .train import SingleProcess, TrainingDivergedError
 
 # %% ../nbs/17_distributed.ipynb #e_world
 TIMEOUT_ENV = 'CYCLEGAN_EDU_DIST_TIMEOUT'  # seconds a collective may wait for the other processes
-DEFAULT_TIMEOUT = 600.0                    # longer than any step, checkpoint or compilation; shorter than a lost night
+DEFAULT_TIMEOUT = 600.0                    # longer than a step, a checkpoint write or (usually) compiling
 
 def torchrun_world() -> tuple | None:
     "`(rank, world_size, local_rank)` from the variables torchrun sets, or None in a plain (single) process."
@@ -204,6 +204,9 @@ def process_group(cfg: CycleGANConfig,           # the run's options
         group.check_options({**{f'--{k}': v for k, v in cfg.to_dict().items() if k != 'device'}, **(options or {}),
                              'cyclegan_edu version': cyclegan_edu.__version__, 'torch version': torch.__version__})
         _check_downloaded(cfg.dataroot)
+        if group.is_main and cfg.norm == 'batch' and group.device.type != 'cuda':
+            print("--norm batch on CPUs: PyTorch's SyncBatchNorm needs GPUs, so each process normalises its own batch "
+                  "(the running statistics follow rank 0's)", file=sys.stderr)
         yield group, CycleGANConfig(**{**cfg.to_dict(), 'device': str(group.device)})
         _write_checksums(group)
     except BaseException as e:
