@@ -64,11 +64,11 @@ class DDPGroup:
         except RuntimeError: raise ValueError(f"--device {spec!r} is not a device name: use cuda or cpu") from None
         if d.type == 'cpu': return d
         if d.type != 'cuda': raise ValueError(f"--device {spec}: distributed training runs on NVIDIA GPUs (NCCL) or CPUs (gloo)")
-        n = torch.cuda.device_count()
-        if n == 0: raise ValueError(f"--device {spec}: this machine has no NVIDIA GPU; pass --device cpu to train on CPUs")
         if d.index is not None:
             raise ValueError(f"--device {spec}: under torchrun each process uses the GPU of its local rank; pass --device "
                              "cuda (or leave it out) and choose the GPUs with CUDA_VISIBLE_DEVICES")
+        n = torch.cuda.device_count()
+        if n == 0: raise ValueError(f"--device {spec}: this machine has no NVIDIA GPU; pass --device cpu to train on CPUs")
         if self.local_rank >= n:
             raise ValueError(f"this process has local rank {self.local_rank} but the machine has {n} GPU(s): start at most "
                              f"{n} processes per machine (torchrun --nproc_per_node {n})")

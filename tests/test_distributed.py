@@ -14,7 +14,7 @@ import torch
 from cyclegan_edu import checkpoint as cp
 from cyclegan_edu.config import CycleGANConfig
 from cyclegan_edu.cyclegan import CycleGANModel
-from cyclegan_edu.distributed import weight_checksums
+from cyclegan_edu.distributed import DDPGroup, torchrun_world, weight_checksums
 from cyclegan_edu.inference import load_generator
 from cyclegan_edu.run import read_loss_log
 
@@ -145,3 +145,13 @@ def test_more_processes_than_images(tmp_path):
     assert ours(r) == [f"{PROG}error: 1 training image(s) cannot be shared by 2 processes: start at most that many "
                        "(torchrun --nproc_per_node, --nnodes) or train on more images"]
     assert not (tmp_path / 'small').exists()
+
+
+def test_device_and_environment_checked_before_starting(monkeypatch):
+    assert torchrun_world() is None
+    monkeypatch.setenv('WORLD_SIZE', '2'); monkeypatch.setenv('RANK', '1'); monkeypatch.setenv('LOCAL_RANK', '1')
+    assert torchrun_world() == (1, 2, 1)
+    with pytest.raises(ValueError, match='each process uses the GPU of its local rank'): DDPGroup('cuda:1')
+    with pytest.raises(ValueError, match=r'NVIDIA GPUs \(NCCL\) or CPUs \(gloo\)'): DDPGroup('mps')
+    monkeypatch.delenv('RANK')
+    with pytest.raises(ValueError, match='start the processes with torchrun'): torchrun_world()
