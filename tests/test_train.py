@@ -9,7 +9,7 @@ import torch
 
 from cyclegan_edu import checkpoint as cp, train as tr
 from cyclegan_edu.config import CycleGANConfig
-from cyclegan_edu.run import RunLockedError
+from cyclegan_edu.run import RunLockedError, read_loss_log
 from cyclegan_edu.toy import write_toy_dataset
 
 TINY = ['--ngf', '4', '--ndf', '4', '--quiet']
@@ -53,6 +53,8 @@ def test_sigkill_then_resume(tmp_path):
     ck2 = cp.load_checkpoint(ckpt)
     assert ck2['total_iters'] == done + 5
     assert [h['iter'] for h in ck2['history']][-1] == done + 5
+    logged = [r['iter'] for r in read_loss_log(tmp_path / 'k')]   # records logged after the kill's checkpoint are gone
+    assert logged == [h['iter'] for h in ck2['history']] and len(set(logged)) == len(logged)
 
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
