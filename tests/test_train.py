@@ -78,28 +78,6 @@ def test_unwritable_checkpoints_dir(tmp_path):
         tr.Trainer(tiny_cfg(tmp_path, checkpoints_dir=str(blocker)), progress=False, log=None)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from cyclegan_edu.toy import ToyDataset
-    class Poisoned(ToyDataset):
-        def __getitem__(self, i):
-            item = super().__getitem__(i)
-            if Poisoned.armed: item['A'] = item['A'] * float('nan')
-            return item
-    Poisoned.armed = False
-    monkeypatch.setattr(tr, 'build_dataset', lambda cfg, phase=None: Poisoned(n=6, size=32, phase=phase or 'train'))
-    t = tr.Trainer(tiny_cfg(tmp_path, save_latest_freq=2, n_epochs=3), progress=False, log=None)
-    orig = t.train_step
-    def step(batch):
-        if t.total_iters == 4: Poisoned.armed = True
-        return orig({**batch, 'A': batch['A'] * float('nan')} if Poisoned.armed else batch)
-    t.train_step = step
-    with pytest.raises(tr.TrainingDivergedError, match='last good checkpoint'):
-        t.fit()
-    ck = cp.load_checkpoint(tmp_path / 'run' / 'latest.pt')
-    assert ck['total_iters'] == 4
-    assert all(torch.isfinite(v).all() for v in ck['nets']['G_A'].values())
-
-
 def test_stale_temp_files_and_corrupt_checkpoint(tmp_path):
     t = tr.Trainer(tiny_cfg(tmp_path, max_iters=2), progress=False, log=None); t.fit()
     ckpt = tmp_path / 'run' / 'latest.pt'
