@@ -16,6 +16,7 @@ from torch import nn
 from PIL import Image
 
 from . import __version__
+from .config import CommandError, error_message, run_command
 from .core import get_device, require_optional
 from .inference import load_generator, read_checkpoint
 from .models import ResnetGenerator, generator_config_from_state_dict, load_generator_state_dict
@@ -255,8 +256,7 @@ def push_generator(source,                        # a generator, a run folder, o
     return str(getattr(info, 'commit_url', info))
 
 # %% ../nbs/22_hub.ipynb #h34
-def push_main(argv=None) -> int: # command-line arguments (default: sys.argv[1:])
-    "Command line `cyclegan_edu_push`: share a run's generator on the Hugging Face Hub (or write the repository to a folder)."
+def _push(argv: list) -> int:
     p = argparse.ArgumentParser(prog='cyclegan_edu_push', formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Share a trained generator as a Hugging Face model repository: safetensors weights, config.json and a '
                     'model card. Log in first with `hf auth login` (or pass --token).',
@@ -277,6 +277,7 @@ def push_main(argv=None) -> int: # command-line arguments (default: sys.argv[1:]
     p.add_argument('--license', default='mit', help='the licence of the weights (default: mit)')
     p.add_argument('--private', action='store_true', help='create the repository as private')
     p.add_argument('--token', help='a Hugging Face write token (default: the logged-in user)')
+    p.add_argument('--debug', action='store_true', help='show the full traceback of an error (also: CYCLEGAN_EDU_DEBUG=1)')
     a = p.parse_args(argv)
     metrics = {k: v for k, v in (('FID', a.fid), ('KID', a.kid)) if v is not None} or None
     try:
@@ -289,9 +290,11 @@ def push_main(argv=None) -> int: # command-line arguments (default: sys.argv[1:]
             url = push_generator(a.checkpoint, a.repo_id, a.direction, a.translates, a.dataset, None, a.sample, metrics,
                                  a.license, a.private or None, a.token)
             print(f"pushed to https://huggingface.co/{a.repo_id} ({url})")
-    except Exception as e:  # one line, no traceback
-        print(f"cyclegan_edu_push: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
-        return 1
+    except (RuntimeError, OSError, ImportError) as e: raise CommandError(error_message(e)) from e  # network, files: one line
     return 0
+
+def push_main(argv: list | None = None) -> int: # command-line arguments (default: sys.argv[1:])
+    "Command line `cyclegan_edu_push`: share a run's generator on the Hugging Face Hub (or write the repository to a folder)."
+    return run_command('cyclegan_edu_push', _push, argv)
 
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(push_main())  # python -m cyclegan_edu.hub; not in a notebook

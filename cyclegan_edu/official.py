@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from PIL import Image
 
+from .config import CommandError, error_message, run_command
 from .core import get_device, tensor_to_pil
 from .data import PREPROCESS_MODES, BadImageError, UnpairedImageDataset, get_transform, load_image, make_dataset
 from .inference import generator_key, load_generator, pad_to_multiple, read_checkpoint
@@ -97,6 +98,7 @@ def build_test_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('device and logging')
     g.add_argument('--gpu_ids', default=None, help='-1: CPU; 0: cuda:0 (one GPU is used at test time) (default: the GPU if there is one, else the CPU)')
     g.add_argument('--verbose', action='store_true', help='print every image as it is translated')
+    g.add_argument('--debug', action='store_true', help='show the full traceback of an error (also: CYCLEGAN_EDU_DEBUG=1)')
     g.add_argument('--use_wandb', action='store_true', help='accepted; results go to the results page only')
     g.add_argument('--wandb_project_name', default='CycleGAN-and-pix2pix', help='accepted; not used at test time')
     return p
@@ -273,22 +275,16 @@ def _run_generator(G: nn.Module, x: torch.Tensor) -> torch.Tensor:
     xp, (top, left, H, W) = pad_to_multiple(x, 4, 8)
     return G(xp)[..., top:top + H, left:left + W]
 
-def test_main(argv=None) -> int: # command-line arguments (default: sys.argv[1:])
-    "Command line `cyclegan_edu_test`: the official test.py; returns the exit status."
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _main(argv: list) -> int:
     p = build_test_parser()
-    try:
-        _check_flag_names(argv, p)
-        a = p.parse_args(argv)
-    except SystemExit as e: return e.code or 0
+    _check_flag_names(argv, p)
+    a = p.parse_args(argv)
     try: return _test(a, _given(argv))
-    except KeyboardInterrupt:
-        print("cyclegan_edu_test: interrupted", file=sys.stderr); return 130
-    except Exception as e:  # every failure ends in one line, without a traceback
-        msg = ' '.join(str(e).split()) or type(e).__name__
-        if not isinstance(e, (TestSetupError, ValueError, OSError, RuntimeError)): msg = f"{type(e).__name__}: {msg}"
-        print(f"cyclegan_edu_test: error: {msg}", file=sys.stderr)
-        return 1
+    except (RuntimeError, OSError) as e: raise CommandError(error_message(e)) from e  # unreadable files, devices: one line
+
+def test_main(argv: list | None = None) -> int: # command-line arguments (default: sys.argv[1:])
+    "Command line `cyclegan_edu_test`: the official test.py; returns the exit status (errors: one line, no traceback)."
+    return run_command('cyclegan_edu_test', _main, argv)
 
 def _test(a, given: set) -> int:
     two = f"{a.phase}A/ and {a.phase}B/"
