@@ -26,7 +26,7 @@ def _train(argv: list) -> int:
     try: cfg, ns, notes = config_from_args(argv)
     except ValueError as e: raise CommandError(str(e), 2) from None
     for n in notes: print(n)
-    trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch)
+    trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch, explicit=ns.explicit)
     try: trainer.fit()
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last checkpoint in {trainer.run_dir} is kept; run the same command with --resume "

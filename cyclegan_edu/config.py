@@ -317,6 +317,7 @@ def config_from_args(argv: list | None = None, # command-line arguments (default
     given = {k: v for k, v in vars(ns).items() if k not in cli_only}
     extra, notes = official_to_ours(ns)
     given.update(extra)
+    ns.explicit = set(given)  # the options typed on the command line (a resumed run keeps its own for the rest)
     if given.get('dataroot') == 'toy': given = {**TOY_DEFAULTS, **given}
     if ns.epoch != 'latest' and not str(ns.epoch).isdigit():
         raise ValueError(f"--epoch {ns.epoch!r}: expected latest or an epoch number")

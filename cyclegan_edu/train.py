@@ -109,6 +109,7 @@ class SingleProcess:
 _FREE = {'n_epochs', 'n_epochs_decay', 'max_iters', 'max_minutes', 'print_freq', 'display_freq', 'save_latest_freq',
          'save_epoch_freq', 'num_threads', 'device', 'checkpoints_dir', 'name', 'dataroot', 'amp', 'channels_last',
          'compile', 'cuda_graphs', 'fast', 'logger', 'wandb_project_name', 'skip_bad_images', 'max_image_pixels'}
+_SESSION = {'max_iters', 'max_minutes', 'device', 'checkpoints_dir', 'name', 'dataroot'}  # this invocation's, never the saved ones
 
 class Trainer:
     "Runs CycleGAN training for a config: `Trainer(cfg).fit()`; `Trainer(cfg, resume=True)` continues a run."
@@ -119,12 +120,13 @@ class Trainer:
                  num_samples: int = 3,        # fixed images in the sample grids
                  epoch: str | int = 'latest', # with resume: 'latest' or N (epoch_N.pt)
                  live: bool = False,          # show the newest samples and loss curves in the notebook, updated in place
-                 dist: object | None = None): # the process group (default: SingleProcess())
+                 dist: object | None = None,  # the process group (default: SingleProcess())
+                 explicit: set | None = None):# on resume, take only these options from `cfg` (None: every changeable one)
         self.dist = dist or SingleProcess()
         self.log = (log or (lambda *a, **k: None)) if self.dist.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.checkpoints_dir) / cfg.name
         ck = self._checkpoint(resume, epoch)
-        if ck is not None: cfg = self._resumed_config(cfg, ck)
+        if ck is not None: cfg = self._resumed_config(cfg, ck, explicit)
         self.cfg, self.progress = cfg, progress and self.dist.is_main
         # everything that can fail on a bad input happens before the run folder is written
         self.device = resolve_device(cfg.device)
@@ -147,12 +149,13 @@ class Trainer:
                                   "or choose another --name")
         return None
 
-    def _resumed_config(self, cfg, ck):
-        "The run's saved options, except those that do not change the maths (epochs, frequencies, device, speed …)."
+    def _resumed_config(self, cfg, ck, explicit=None):
+        "The run's saved options, updated with the given ones that do not change the maths (epochs, frequencies, speed …) and this session's limits and device."
         saved = CycleGANConfig.from_dict(ck['config'])
-        changed = {k: v for k, v in cfg.to_dict().items() if k not in _FREE and v != getattr(saved, k)}
+        given = set(f for f in cfg.to_dict()) if explicit is None else set(explicit)
+        changed = {k: v for k, v in cfg.to_dict().items() if k in given and k not in _FREE and v != getattr(saved, k)}
         if changed: self.log(f"resuming with the run's saved options; ignoring the changed {changed}")
-        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in _FREE}})
+        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in (_FREE & given) | _SESSION}})
 
     def _setup(self, ck, live):
         c, d = self.cfg, self.dist

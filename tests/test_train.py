@@ -140,3 +140,16 @@ def test_grayscale_to_rgb_run(tmp_path):
     assert len(list((tmp_path / 'ck' / 'g' / 'images').glob('iter_*.png'))) == 1
     r = cli('--dataroot', root, '--name', 'g2', '--checkpoints_dir', tmp_path / 'ck', '--input_nc', '1', *TINY)
     assert r.returncode == 2 and '--lambda_identity 0' in r.stderr   # the identity loss needs equal channels
+
+
+def test_resume_keeps_the_runs_own_options(tmp_path):
+    "`--resume` with only --dataroot and --name continues with the run's saved epochs and loader settings, not the defaults."
+    root = write_toy_dataset(tmp_path / 'data', n_train=3, n_test=1, size=32, seed=4)
+    base = ['--dataroot', root, '--name', 'r', '--checkpoints_dir', tmp_path / 'ck', '--quiet']
+    r = cli(*base, '--crop_size', '32', '--load_size', '32', '--netG', 'resnet_6blocks', '--ngf', '4', '--ndf', '4',
+            '--n_epochs', '1', '--n_epochs_decay', '1', '--num_threads', '0', '--max_iters', '2')
+    assert r.returncode == 0, r.stderr
+    r = cli(*base, '--resume')
+    assert r.returncode == 0, r.stderr
+    ck = cp.load_checkpoint(tmp_path / 'ck' / 'r' / 'latest.pt')
+    assert (ck['config']['n_epochs_decay'], ck['config']['num_threads'], ck['total_iters'], ck['epoch']) == (1, 0, 6, 3)
