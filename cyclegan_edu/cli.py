@@ -25,7 +25,7 @@ def toy_report(trainer: Trainer) -> dict:
 def _train(argv: list) -> int:
     try: cfg, ns, notes = config_from_args(argv)
     except ValueError as e: raise CommandError(str(e), 2) from None
-    for n in notes: print(n, file=sys.stderr)
+    for n in notes: print(n)
     trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch)
     try: trainer.fit()
     except KeyboardInterrupt:

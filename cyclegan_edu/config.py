@@ -335,8 +335,8 @@ def error_message(e: BaseException) -> str:
     if 'Original Traceback' in msg:  # re-raised from a DataLoader worker: keep the original exception's last line
         last = [l for l in msg.strip().splitlines() if l.strip()][-1].strip()
         msg = last.split(': ', 1)[1] if ': ' in last and last.split(': ', 1)[0].replace('.', '').isidentifier() else last
-    if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in msg:
-        msg = f"{e.filename}: {e.strerror}"
+    if isinstance(e, OSError) and e.strerror:  # '[Errno 28] ...' → the message alone, with the file if it is not named
+        msg = e.strerror if not e.filename or str(e.filename) in e.strerror else f"{e.filename}: {e.strerror}"
     if isinstance(e, OSError) and getattr(e, 'errno', None) == 28 and 'full' not in msg: msg += ' (the disk is full)'
     return ' '.join(msg.split()) or type(e).__name__
 
@@ -355,6 +355,4 @@ def run_command(prog: str,           # program name for the message, e.g. 'cycle
         if debug: traceback.print_exc()
         code = e.code if isinstance(e, CommandError) else 1
         print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
-        if not debug and not isinstance(e, (CommandError, ValueError, FileNotFoundError, FileExistsError)):
-            print(f"{prog}: (set {_DEBUG_ENV}=1 to see where it happened)", file=sys.stderr)
         return code

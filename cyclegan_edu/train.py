@@ -119,7 +119,7 @@ class Trainer:
                  num_samples: int = 3,        # fixed images in the sample grids
                  epoch: str | int = 'latest', # with resume: 'latest' or N (epoch_N.pt)
                  live: bool = False,          # show the newest samples and loss curves in the notebook, updated in place
-                 dist=None):                  # the process group (default: SingleProcess())
+                 dist: object | None = None): # the process group (default: SingleProcess())
         self.dist = dist or SingleProcess()
         self.log = (log or (lambda *a, **k: None)) if self.dist.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.checkpoints_dir) / cfg.name
