@@ -63,12 +63,13 @@ OFFICIAL_DATASETS = ('apple2orange', 'summer2winter_yosemite', 'horse2zebra', 'm
                      'ukiyoe2photo', 'vangogh2photo', 'maps', 'cityscapes', 'facades', 'iphone2dslr_flower',
                      'ae_photos')
 
-def suggest_dataset(name: str,   # a dataset name, perhaps misspelt ('horse2zebr', 'Monet2Photo')
-                    n: int = 3,  # at most this many suggestions
-                   ) -> list[str]: # official names that look like `name`, closest first; [] if none does
+def suggest_dataset(name: str,          # a dataset name, perhaps misspelt ('horse2zebr', 'Monet2Photo')
+                    n: int = 3,         # at most this many suggestions
+                    cutoff: float = 0.6, # how similar (0–1, difflib's ratio) a name must be to be suggested
+                   ) -> list[str]:      # official names that look like `name`, closest first; [] if none does
     "Official dataset names close to `name` (difflib, ignoring case), for 'did you mean …?' messages."
     names = {d.lower(): d for d in OFFICIAL_DATASETS}
-    return [names[m] for m in difflib.get_close_matches(str(name).lower(), list(names), n=n, cutoff=0.6)]
+    return [names[m] for m in difflib.get_close_matches(str(name).lower(), list(names), n=n, cutoff=cutoff)]
 
 # %% ../nbs/07_data.ipynb #c015
 class BadImageError(ValueError):
@@ -237,9 +238,9 @@ class UnpairedImageDataset(Dataset):
         self.root, self.phase, self.direction, self.serial_batches = Path(root), phase, direction, serial_batches
         self.max_image_pixels = max_image_pixels
         if not self.root.is_dir():
-            near = suggest_dataset(self.root.name)
-            hint = f"did you mean {' or '.join(near)}? " if near and self.root.name not in near else ''
-            raise FileNotFoundError(f"dataset root {self.root} not found: {hint}{LAYOUT_HELP}. An official dataset "
+            near = suggest_dataset(self.root.name, cutoff=0.8)   # any folder name: only very close ones
+            hint = f" (did you mean {' or '.join(near)}?)" if near and self.root.name not in near else ''
+            raise FileNotFoundError(f"dataset root {self.root} not found{hint}: {LAYOUT_HELP}. An official dataset "
                                     f"is downloaded when you pass its name, e.g. --dataroot horse2zebra "
                                     f"(download_dataset('horse2zebra') in Python)")
         self.dir_A, self.dir_B = self.root / f'{phase}A', self.root / f'{phase}B'
@@ -266,12 +267,14 @@ class UnpairedImageDataset(Dataset):
             raise FileNotFoundError(f"{d.name}/ is empty under {self.root}: expected images "
                                     f"({', '.join(IMG_EXTENSIONS[::2])}); {LAYOUT_HELP}") from None
         if not skip_bad: return paths[:int(min(max_dataset_size, len(paths)))]
-        good = []
+        good, first_error = [], None
         for p in paths:
             if len(good) >= max_dataset_size: break
             try: load_image(p, max_pixels=self.max_image_pixels); good.append(p)
-            except BadImageError: self.skipped_paths.append(p)
-        if not good: raise FileNotFoundError(f"{d.name}/ under {self.root} holds no readable image")
+            except BadImageError as e: self.skipped_paths.append(p); first_error = first_error or e
+        if not good:
+            raise FileNotFoundError(f"{d.name}/ under {self.root} holds no readable image: all {len(paths)} files were "
+                                    f"skipped. The first: {first_error}")
         return good
 
     @property
