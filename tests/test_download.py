@@ -146,7 +146,7 @@ def test_training_on_an_official_name_downloads_it_once(server, tmp_path, monkey
     "`cyclegan_edu_train --dataroot horse2zebra` fetches the official zip into ./datasets, then trains on it."
     import cyclegan_edu.data as data
     from cyclegan_edu.cli import train_main
-    from cyclegan_edu.train import load_checkpoint
+    from cyclegan_edu.checkpoint import load_checkpoint
     server.files['/horse2zebra.zip'] = make_zip()
     monkeypatch.setattr(data, 'DATASET_URL', server.zip_url)
     monkeypatch.chdir(tmp_path)

@@ -1,14 +1,15 @@
-"""Project-level checks: the library is in sync with the notebooks, the notebooks are clean, nbdev's doc
-processing runs on every notebook, and every page has a Colab badge and install cell that resolve from settings.ini.
-Each check runs on a copy of the project, so it never changes the working tree."""
-import configparser, importlib, json, shutil, subprocess, sys
+"""Project-level checks: the library is in sync with the notebooks, the notebooks are clean, every page has a Colab
+badge and install cell that resolve from settings.ini and a place in the site's sidebar, and the site's settings
+point at the notebooks. Checks that run nbdev commands use a copy of the project, so they never change the working
+tree. (nbdev's doc processing and the rendered pages are checked in test_preview.py.)"""
+import configparser, importlib, json, re, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-IGNORE = shutil.ignore_patterns('.venv', 'venv', '.git', '_proc', '_docs', '__pycache__', '*.egg-info', 'checkpoints',
+IGNORE = shutil.ignore_patterns('.venv', 'venv', '.git', '_proc', '_docs', '_preview', '__pycache__', '*.egg-info', 'checkpoints',
                                 'datasets', '.pytest_cache', '.ipynb_checkpoints', 'build', 'dist')
 CFG = configparser.ConfigParser(delimiters=['=']); CFG.read(ROOT / 'settings.ini'); CFG = CFG['DEFAULT']
 NOTEBOOKS = sorted((ROOT / 'nbs').glob('*.ipynb'))
@@ -46,16 +47,6 @@ def test_library_in_sync_with_notebooks(project_copy):
 
 def test_notebooks_clean(project_copy):
     _assert_command_changes_nothing(project_copy, 'nbdev_clean', 'nbs/**/*.ipynb', "run nbdev_clean and commit")
-
-
-def test_docs_processing(project_copy):
-    "nbdev's doc processing (what nbdev_docs runs before Quarto) succeeds on every notebook."
-    _run([sys.executable, '-c', 'from nbdev.quarto import proc_nbs; proc_nbs()'], project_copy)
-    out = {p.name for p in (project_copy / '_proc').glob('*.ipynb')}
-    missing = sorted({p.name for p in NOTEBOOKS} - out)
-    assert not missing, f"proc_nbs produced no page for {missing}"
-    for f in ('_quarto.yml', 'nbdev.yml', 'styles.css', 'sidebar.yml'):
-        assert (project_copy / '_proc' / f).exists(), f
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
@@ -100,7 +91,45 @@ def test_library_needs_no_dev_packages():
     assert not bad, bad
 
 
-def test_readme_first_screen_has_the_two_commands():
-    first = '\n'.join((ROOT / 'README.md').read_text().splitlines()[:15])
-    assert 'make demo' in first and 'make test' in first
+def test_readme_developing_section_has_the_two_commands():
+    "The two set-up commands live in README's `## Developing` section, and CI runs exactly `make test`."
+    text = (ROOT / 'README.md').read_text()
+    m = re.search(r'^## Developing\s*$(.*?)(?=^## |\Z)', text, flags=re.M | re.S)
+    assert m, "README.md needs a '## Developing' section"
+    assert 'make demo' in m.group(1) and 'make test' in m.group(1), "README's Developing section must show `make demo` and `make test`"
     assert (ROOT / '.ci' / 'run').read_text().strip().splitlines()[-1] == 'make test'
+
+
+def _sidebar_files(entries) -> list:
+    "Every file a Quarto sidebar `contents` list names (entries are file names, or dicts with href/contents)."
+    out = []
+    for e in entries if isinstance(entries, list) else [entries]:
+        if isinstance(e, str): out.append(e)
+        elif isinstance(e, dict):
+            if 'href' in e: out.append(e['href'])
+            if 'file' in e: out.append(e['file'])
+            out += _sidebar_files(e.get('contents', []))
+    return out
+
+
+def test_sidebar_lists_every_page_once():
+    import yaml
+    side = yaml.safe_load((ROOT / 'nbs' / 'sidebar.yml').read_text())['website']['sidebar']['contents']
+    listed = _sidebar_files(side)
+    pages = [p.relative_to(ROOT / 'nbs').as_posix() for p in NOTEBOOKS]
+    missing = [p for p in pages if p not in listed]
+    twice = sorted({f for f in listed if listed.count(f) > 1})
+    gone = [f for f in listed if not (ROOT / 'nbs' / f).exists()]
+    assert not missing, f"nbs/sidebar.yml does not list {missing}: add each page to its section"
+    assert not twice, f"nbs/sidebar.yml lists {twice} more than once"
+    assert not gone, f"nbs/sidebar.yml lists files that do not exist: {gone}"
+    assert CFG.getboolean('custom_sidebar'), \
+        "settings.ini must say custom_sidebar = True, or nbdev_docs replaces nbs/sidebar.yml with a flat list"
+
+
+def test_site_source_links_point_to_the_notebooks():
+    "Quarto's 'View source' / 'Report an issue' links: the site renders from a copy of nbs/, so repo-subdir is nbs."
+    import yaml
+    site = yaml.safe_load((ROOT / 'nbs' / '_quarto.yml').read_text())['website']
+    assert site.get('repo-subdir') == CFG['nbs_path'], "nbs/_quarto.yml: website: repo-subdir must be the notebooks' folder"
+    assert {'source', 'issue'} <= set(site.get('repo-actions', []))
