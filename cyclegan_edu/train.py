@@ -89,11 +89,11 @@ def build_dataset(cfg: CycleGANConfig, # the run's options
     root = Path(cfg.dataroot)
     if not root.exists() and cfg.dataroot in data.OFFICIAL_DATASETS:
         root = data.download_dataset(cfg.dataroot, root='./datasets')
-    limit = {} if cfg.max_image_pixels == 0 else {'max_image_pixels': None if cfg.max_image_pixels < 0 else cfg.max_image_pixels}
     return data.UnpairedImageDataset(root, phase=phase, direction=cfg.direction, input_nc=cfg.input_nc, output_nc=cfg.output_nc,
                                      preprocess=cfg.preprocess, load_size=cfg.load_size, crop_size=cfg.crop_size,
                                      no_flip=cfg.no_flip or phase == 'test', serial_batches=cfg.serial_batches,
-                                     max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images, **limit)
+                                     max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images,
+                                     max_image_pixels=cfg.max_image_pixels)
 
 # %% ../nbs/13_train.ipynb #c015
 class TrainingDivergedError(RuntimeError):

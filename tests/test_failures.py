@@ -198,3 +198,24 @@ def test_tensorboard_and_wandb_tracking(tmp_path):
     assert [s.step for s in ev.Scalars('loss/cycle_A')] == [r['iter'] for r in read_loss_log(run)]
     assert 'samples' in ev.Tags()['images']
     assert (run / 'wandb_id.txt').exists() and list((run / 'wandb').glob('offline-run-*'))
+
+
+def test_oversized_image_is_a_bad_image_for_training_and_translation(tmp_path):
+    "A 24 KB PNG of 200 million pixels (a decompression bomb to PIL): named in one line, skippable, never a traceback."
+    from PIL import Image
+    root = write_toy_dataset(tmp_path / 'data', n_train=3, n_test=1, size=32, seed=5)
+    Image.new('P', (20000, 10000)).save(root / 'trainB' / 'bomb.png')
+    args = ['--dataroot', root, '--checkpoints_dir', tmp_path / 'ck', '--crop_size', '32', '--load_size', '32',
+            '--num_threads', '0', '--ngf', '4', '--ndf', '4', '--quiet', '--n_epochs', '1', '--n_epochs_decay', '0']
+    r = cli(*args, '--name', 'a', '--serial_batches')
+    msg = one_line(r)
+    assert r.returncode == 1 and 'bomb.png' in msg and '--max_image_pixels' in msg, msg
+    r = cli(*args, '--name', 'b', '--skip_bad_images')
+    assert r.returncode == 0, r.stderr
+    assert cli(*args, '--name', 'c', '--max_image_pixels', '-5').returncode == 2
+    G = tmp_path / 'ck' / 'b'
+    r = subprocess.run([sys.executable, '-m', 'cyclegan_edu.inference', '--checkpoint', G, '--input', root / 'trainB',
+                        '--output', tmp_path / 'out'], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0 and 'skipping bomb.png: too many pixels' in r.stdout + r.stderr, r.stderr
+    assert len(list((tmp_path / 'out').glob('*.png'))) == 3
