@@ -141,7 +141,7 @@ def server(local_server, inception_file):
 
 
 def test_inception_download_and_features(server, inception_file, tmp_path):
-    old = torch.hub.get_dir()
+    old = torch.hub._hub_dir  # None unless set_dir was called: restore exactly that
     torch.hub.set_dir(str(tmp_path / 'hub'))
     try:
         with pytest.raises(RuntimeError, match='Without internet: download that file'):
@@ -155,7 +155,7 @@ def test_inception_download_and_features(server, inception_file, tmp_path):
         assert f.shape == (2, 2048) and f.dtype == torch.float64 and torch.isfinite(f).all()
         assert (f[0] - f[1]).abs().max() > 0
         inception_extractor(device='cpu', url='http://127.0.0.1:9/never-used.pth')   # cached now: no download
-    finally: torch.hub.set_dir(old)
+    finally: torch.hub._hub_dir = old
     bad = tmp_path / 'cut.pth'; bad.write_bytes(inception_file.read_bytes()[:1000])
     with pytest.raises(RuntimeError, match='incomplete'): inception_extractor(weights_path=bad)
 

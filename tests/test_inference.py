@@ -299,6 +299,7 @@ def test_load_pretrained_truncated_or_bad_download_caches_nothing(server, tmp_pa
 
 
 def test_pretrained_cache_follows_torch_hub_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)  # as in a fresh process: no torch.hub.set_dir() yet
     monkeypatch.delenv('CYCLEGAN_EDU_CACHE', raising=False)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     assert pretrained_cache_dir() == tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'cyclegan_edu'
@@ -310,6 +311,7 @@ def test_pretrained_cache_follows_torch_hub_unless_told_otherwise(tmp_path, monk
 
 
 def test_load_pretrained_default_cache_is_under_torch_home(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
     monkeypatch.delenv('CYCLEGAN_EDU_CACHE', raising=False)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
     torch.save(with_running_stats(tiny_G(ngf=8, n_blocks=9)), server.root / 'horse2zebra.pth')
