@@ -6,7 +6,7 @@
 __all__ = ['DIRECTIONS', 'AMP_DTYPES', 'PRETRAINED_URL', 'PRETRAINED_MODELS', 'generator_key', 'load_generator',
            'pad_to_multiple', 'translate', 'pretrained_cache_dir', 'load_pretrained', 'translate_main']
 
-# %% ../nbs/18_inference.ipynb #c004
+# %% ../nbs/18_inference.ipynb #c005
 import argparse
 import contextlib
 import json
@@ -43,7 +43,7 @@ def generator_key(direction: str = 'AtoB',       # the translation wanted, in fo
     _check_direction(direction); _check_direction(trained_direction)
     return 'G_A' if direction == trained_direction else 'G_B'
 
-# %% ../nbs/18_inference.ipynb #c012
+# %% ../nbs/18_inference.ipynb #c014
 def _trained_direction(run: Path) -> str:
     "A run folder's training direction: from config.json, an official train_opt.txt, else 'AtoB'."
     if (run/'config.json').is_file(): return json.loads((run/'config.json').read_text()).get('direction', 'AtoB')
@@ -229,7 +229,7 @@ def translate(G: nn.Module,                            # a generator (e.g. from 
     if single: return out if plan[0][0] == 'paths' else out[0]
     return out
 
-# %% ../nbs/18_inference.ipynb #c043
+# %% ../nbs/18_inference.ipynb #c038
 PRETRAINED_URL = 'http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth'
 PRETRAINED_MODELS = {  # name: what the generator does
     'apple2orange': 'apple → orange', 'orange2apple': 'orange → apple',
@@ -244,7 +244,7 @@ PRETRAINED_MODELS = {  # name: what the generator does
     'iphone2dslr_flower': 'iPhone flower photo → DSLR look (shallow depth of field)',
 }
 
-# %% ../nbs/18_inference.ipynb #c046
+# %% ../nbs/18_inference.ipynb #c041
 def pretrained_cache_dir(cache_dir: str | Path | None = None, # a folder of your choice (wins over everything)
                         ) -> Path:
     "Where pretrained models are kept: `cache_dir`, else $CYCLEGAN_EDU_CACHE/pretrained, else torch.hub's checkpoints/cyclegan_edu."
@@ -282,7 +282,7 @@ def load_pretrained(name: str,                               # one of PRETRAINED
     os.replace(tmp, path)
     return G
 
-# %% ../nbs/18_inference.ipynb #c055
+# %% ../nbs/18_inference.ipynb #c056
 _WRITABLE = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 _REVERSE = {'apple2orange': 'orange2apple', 'summer2winter_yosemite': 'winter2summer_yosemite', 'horse2zebra': 'zebra2horse',
             'monet2photo': 'style_monet', 'sat2map': 'map2sat', 'cityscapes_photo2label': 'cityscapes_label2photo',
@@ -471,6 +471,6 @@ def translate_main(argv: list | None = None) -> int: # command-line arguments (d
     "Command line `cyclegan_edu_translate`: translate a file or folder of images; returns the exit status."
     return run_command('cyclegan_edu_translate', _translate, argv)
 
-# %% ../nbs/18_inference.ipynb #c056
+# %% ../nbs/18_inference.ipynb #c049
 if __name__ == '__main__' and '__file__' in globals():  # `python -m cyclegan_edu.inference …`; not when run in a notebook
     sys.exit(translate_main())
