@@ -6,8 +6,8 @@
 __all__ = ['linear_lr_factor', 'get_scheduler', 'SeededItems', 'EpochSampler', 'build_dataset', 'TrainingDivergedError',
            'SingleProcess', 'Trainer']
 
-# %% ../nbs/13_train.ipynb #c004
-import math, random, time
+# %% ../nbs/13_train.ipynb #c032
+import math, random, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,7 @@ def build_dataset(cfg: CycleGANConfig, # the run's options
                                      max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images,
                                      max_image_pixels=cfg.max_image_pixels)
 
-# %% ../nbs/13_train.ipynb #c015
+# %% ../nbs/13_train.ipynb #c033
 class TrainingDivergedError(RuntimeError):
     "A loss or a weight became NaN or infinite."
 
@@ -131,8 +131,11 @@ class Trainer:
         # everything that can fail on a bad input happens before the run folder is written
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.dataset = build_dataset(cfg)
-        self.samples = self._fixed_samples(num_samples)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "skipped 2 unreadable images": one line each, not a warning
+            warnings.simplefilter('always')
+            self.dataset = build_dataset(cfg)
+            self.samples = self._fixed_samples(num_samples)
+        for w in caught: self.log(f"note: {w.message}")
         self.run = RunFolder(self.run_dir, active=self.dist.is_main).create()
         try: self._setup(ck, live)
         except BaseException: self.run.release(); raise

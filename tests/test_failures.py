@@ -10,16 +10,24 @@ import torch
 from cyclegan_edu import checkpoint as cp, train as tr
 from cyclegan_edu.config import CycleGANConfig
 from cyclegan_edu.run import read_loss_log
+from cyclegan_edu.cli import train_main
 from cyclegan_edu.toy import write_toy_dataset
+
+from conftest import run_main
 
 TINY = ['--ngf', '4', '--ndf', '4', '--quiet', '--toy_n', '6', '--n_epochs', '1', '--n_epochs_decay', '0']
 
 
-def cli(*args, env=None, timeout=300, user=None):
+def proc(*args, env=None, timeout=300):
+    "cyclegan_edu_train in a real process (for failures that involve the process or the file system it sees)."
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1', **(env or {})}
-    kw = {'user': user} if user is not None else {}
     return subprocess.run([sys.executable, '-m', 'cyclegan_edu.cli', *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kw)
+                          timeout=timeout, env=env)
+
+
+def cli(*args, env=None):
+    "cyclegan_edu_train's main in this process: the same messages and exit status, without interpreter start-up."
+    return run_main(train_main, *args, env=env)
 
 
 def one_line(r) -> str:
@@ -68,16 +76,16 @@ def test_full_disk_keeps_the_last_checkpoint(tmp_path):
     with tmpfs(disk, '4m') as mounted:
         if not mounted: pytest.skip("this process may not mount a tmpfs (needs root); test_train.py injects ENOSPC instead")
         args = ['--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', disk, '--display_freq', '1000', *TINY]
-        r = cli(*args, '--max_iters', '2'); assert r.returncode == 0, r.stderr
+        r = proc(*args, '--max_iters', '2'); assert r.returncode == 0, r.stderr
         free = shutil.disk_usage(disk).free
         (disk / 'filler').write_bytes(b'\0' * (free - 8192))        # leave 8 KB: the next checkpoint cannot fit
-        r = cli(*args, '--max_iters', '4', '--resume')
+        r = proc(*args, '--max_iters', '4', '--resume')
         msg = one_line(r)
         assert r.returncode == 1 and 'the disk is full' in msg and 'is intact' in msg, msg
         assert cp.load_checkpoint(disk / 'r' / 'latest.pt')['total_iters'] == 2
         assert not [p.name for p in (disk / 'r').glob('.*.tmp*')]    # no half-written temp file left behind
         (disk / 'filler').unlink()                                   # space again: the run continues where it was
-        r = cli(*args, '--max_iters', '4', '--resume'); assert r.returncode == 0, r.stderr
+        r = proc(*args, '--max_iters', '4', '--resume'); assert r.returncode == 0, r.stderr
         assert cp.load_checkpoint(disk / 'r' / 'latest.pt')['total_iters'] == 4
 
 
@@ -86,9 +94,9 @@ def test_full_disk_while_saving_a_sample_grid(tmp_path):
     with tmpfs(disk, '4m') as mounted:
         if not mounted: pytest.skip("this process may not mount a tmpfs (needs root)")
         args = ['--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', disk, *TINY]
-        r = cli(*args, '--max_iters', '1', '--display_freq', '1000'); assert r.returncode == 0, r.stderr
+        r = proc(*args, '--max_iters', '1', '--display_freq', '1000'); assert r.returncode == 0, r.stderr
         (disk / 'filler').write_bytes(b'\0' * (shutil.disk_usage(disk).free - 4096))
-        r = cli(*args, '--max_iters', '2', '--display_freq', '1', '--resume')
+        r = proc(*args, '--max_iters', '2', '--display_freq', '1', '--resume')
         msg = one_line(r)
         assert r.returncode == 1 and 'sample grid' in msg and 'the disk is full' in msg, msg
 
@@ -98,19 +106,19 @@ def test_read_only_run_folder(tmp_path):
     disk = tmp_path / 'ro'
     with tmpfs(disk, '8m') as mounted:
         if mounted:
-            r = cli('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', disk, '--max_iters', '1', *TINY)
+            r = proc('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', disk, '--max_iters', '1', *TINY)
             assert r.returncode == 0, r.stderr
             assert subprocess.run(['mount', '-o', 'remount,ro', str(disk)], capture_output=True).returncode == 0
-            r = cli('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', disk, '--resume', *TINY)
+            r = proc('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', disk, '--resume', *TINY)
             msg = one_line(r)
             assert r.returncode == 1 and 'read-only' in msg and str(disk / 'r') in msg, msg
             return
     if os.geteuid() == 0: pytest.skip("root without mount permission: cannot make a folder it may not write")
     run = tmp_path / 'ck'
-    assert cli('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', run, '--max_iters', '1', *TINY).returncode == 0
+    assert proc('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', run, '--max_iters', '1', *TINY).returncode == 0
     (run / 'r').chmod(0o500)
     try:
-        r = cli('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', run, '--resume', *TINY)
+        r = proc('--dataroot', 'toy', '--name', 'r', '--checkpoints_dir', run, '--resume', *TINY)
         assert r.returncode == 1 and 'permission denied' in one_line(r)
     finally: (run / 'r').chmod(0o700)
 
@@ -214,8 +222,7 @@ def test_oversized_image_is_a_bad_image_for_training_and_translation(tmp_path):
     assert r.returncode == 0, r.stderr
     assert cli(*args, '--name', 'c', '--max_image_pixels', '-5').returncode == 2
     G = tmp_path / 'ck' / 'b'
-    r = subprocess.run([sys.executable, '-m', 'cyclegan_edu.inference', '--checkpoint', G, '--input', root / 'trainB',
-                        '--output', tmp_path / 'out'], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    from cyclegan_edu.inference import translate_main
+    r = run_main(translate_main, '--checkpoint', G, '--input', root / 'trainB', '--output', tmp_path / 'out')
     assert r.returncode == 0 and 'skipping bomb.png: too many pixels' in r.stdout + r.stderr, r.stderr
     assert len(list((tmp_path / 'out').glob('*.png'))) == 3

@@ -160,6 +160,7 @@ def _fake_inception_weights(path: Path):
     torch.save(net.state_dict(), path)
 
 
+@pytest.mark.slow  # ~60 s of Inception on a CPU; the FID code itself is tested in test_evaluate.py
 def test_train_walkthrough_fid_cell_offline(tmp_path, monkeypatch):
     "Page 30 in quick mode with its FID cell, the Inception weights replaced by random ones in the hub cache."
     pytest.importorskip('torch_fidelity')
