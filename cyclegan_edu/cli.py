@@ -29,8 +29,8 @@ def _train(argv: list) -> int:
     # under torchrun: one process per GPU, DDP (page 17); otherwise SingleProcess()
     with process_group(cfg, {'--resume': ns.resume, '--epoch': ns.epoch}) as (dist, cfg):
         if dist.is_main:
-            for n in notes: print(n, file=sys.stderr)
-        trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch, dist=dist)
+            for n in notes: print(n)
+        trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch, explicit=ns.explicit, dist=dist)
         if dist.world_size > 1: dist.check_start(trainer)  # every process resumed from the same checkpoint
         try: trainer.fit()
         except KeyboardInterrupt:

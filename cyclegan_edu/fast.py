@@ -81,7 +81,7 @@ def plan_speed(cfg: CycleGANConfig,   # the run's options
 # %% ../nbs/16_fast.ipynb #c011
 def make_step(model,             # a CycleGANModel
               plan: SpeedPlan,   # from plan_speed
-              dist=None,         # the process group (wraps the networks for DDP)
+              dist: object | None = None, # the process group, e.g. train.SingleProcess (wraps the networks for DDP)
              ):
     "Apply `plan` to `model`; returns the per-iteration step function (call after `model.set_input`)."
     model.amp = plan.amp

@@ -6,8 +6,8 @@
 __all__ = ['linear_lr_factor', 'get_scheduler', 'SeededItems', 'EpochSampler', 'build_dataset', 'TrainingDivergedError',
            'SingleProcess', 'Trainer']
 
-# %% ../nbs/13_train.ipynb #c004
-import math, random, time
+# %% ../nbs/13_train.ipynb #c032
+import math, random, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,13 +89,13 @@ def build_dataset(cfg: CycleGANConfig, # the run's options
     root = Path(cfg.dataroot)
     if not root.exists() and cfg.dataroot in data.OFFICIAL_DATASETS:
         root = data.download_dataset(cfg.dataroot, root='./datasets')
-    limit = {} if cfg.max_image_pixels == 0 else {'max_image_pixels': None if cfg.max_image_pixels < 0 else cfg.max_image_pixels}
     return data.UnpairedImageDataset(root, phase=phase, direction=cfg.direction, input_nc=cfg.input_nc, output_nc=cfg.output_nc,
                                      preprocess=cfg.preprocess, load_size=cfg.load_size, crop_size=cfg.crop_size,
                                      no_flip=cfg.no_flip or phase == 'test', serial_batches=cfg.serial_batches,
-                                     max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images, **limit)
+                                     max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images,
+                                     max_image_pixels=cfg.max_image_pixels)
 
-# %% ../nbs/13_train.ipynb #c015
+# %% ../nbs/13_train.ipynb #c033
 class TrainingDivergedError(RuntimeError):
     "A loss or a weight became NaN or infinite."
 
@@ -111,6 +111,7 @@ class SingleProcess:
 _FREE = {'n_epochs', 'n_epochs_decay', 'max_iters', 'max_minutes', 'print_freq', 'display_freq', 'save_latest_freq',
          'save_epoch_freq', 'num_threads', 'device', 'checkpoints_dir', 'name', 'dataroot', 'amp', 'channels_last',
          'compile', 'cuda_graphs', 'fast', 'logger', 'wandb_project_name', 'skip_bad_images', 'max_image_pixels'}
+_SESSION = {'max_iters', 'max_minutes', 'device', 'checkpoints_dir', 'name', 'dataroot'}  # this invocation's, never the saved ones
 
 class Trainer:
     "Runs CycleGAN training for a config: `Trainer(cfg).fit()`; `Trainer(cfg, resume=True)` continues a run."
@@ -121,21 +122,25 @@ class Trainer:
                  num_samples: int = 3,        # fixed images in the sample grids
                  epoch: str | int = 'latest', # with resume: 'latest' or N (epoch_N.pt)
                  live: bool = False,          # show the newest samples and loss curves in the notebook, updated in place
-                 dist=None):                  # the process group (default: SingleProcess())
+                 dist: object | None = None,  # the process group (default: SingleProcess())
+                 explicit: set | None = None):# on resume, take only these options from `cfg` (None: every changeable one)
         self.dist = dist or SingleProcess()
         self.log = (log or (lambda *a, **k: None)) if self.dist.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.checkpoints_dir) / cfg.name
         ck = self._checkpoint(resume, epoch)
-        if ck is not None: cfg = self._resumed_config(cfg, ck)
+        if ck is not None: cfg = self._resumed_config(cfg, ck, explicit)
         self.cfg, self.progress = cfg, progress and self.dist.is_main
         # everything that can fail on a bad input happens before the run folder is written
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.dataset = build_dataset(cfg)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "skipped 2 unreadable images": one line each, not a warning
+            warnings.simplefilter('always')
+            self.dataset = build_dataset(cfg)
+            self.samples = self._fixed_samples(num_samples)
+        for w in caught: self.log(f"note: {w.message}")
         if len(self.dataset) < self.dist.world_size:
             raise ValueError(f"{len(self.dataset)} training image(s) cannot be shared by {self.dist.world_size} processes: "
                              "start at most that many (torchrun --nproc_per_node, --nnodes) or train on more images")
-        self.samples = self._fixed_samples(num_samples)
         self.run = RunFolder(self.run_dir, active=self.dist.is_main).create()
         try: self._setup(ck, live)
         except BaseException: self.run.release(); raise
@@ -152,12 +157,13 @@ class Trainer:
                                   "or choose another --name")
         return None
 
-    def _resumed_config(self, cfg, ck):
-        "The run's saved options, except those that do not change the maths (epochs, frequencies, device, speed …)."
+    def _resumed_config(self, cfg, ck, explicit=None):
+        "The run's saved options, updated with the given ones that do not change the maths (epochs, frequencies, speed …) and this session's limits and device."
         saved = CycleGANConfig.from_dict(ck['config'])
-        changed = {k: v for k, v in cfg.to_dict().items() if k not in _FREE and v != getattr(saved, k)}
+        given = set(f for f in cfg.to_dict()) if explicit is None else set(explicit)
+        changed = {k: v for k, v in cfg.to_dict().items() if k in given and k not in _FREE and v != getattr(saved, k)}
         if changed: self.log(f"resuming with the run's saved options; ignoring the changed {changed}")
-        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in _FREE}})
+        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in (_FREE & given) | _SESSION}})
 
     def _setup(self, ck, live):
         c, d = self.cfg, self.dist
