@@ -141,7 +141,8 @@ def plot_losses(history, # a run folder, a loss_log.jsonl path, or a list of rec
                            ['discriminators (LSGAN, ×0.5)', 'generators: adversarial', 'cycle and identity (weighted)']):
         for k in keys:
             if k in recs[0]: ax.plot(it, [r[k] for r in recs], label=k)
-        ax.set_title(t, fontsize=10); ax.set_xlabel('iteration'); ax.legend(fontsize=8)
+        ax.set_title(t, fontsize=10); ax.set_xlabel('iteration')
+        if ax.lines: ax.legend(fontsize=8)  # a panel whose losses the log lacks stays empty, without a legend
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
