@@ -10,6 +10,7 @@ import json, sys
 from pathlib import Path
 
 from .config import CommandError, build_parser, config_from_args, run_command
+from .distributed import process_group
 from .train import Trainer
 
 # %% ../nbs/15_cli.ipynb #c007
@@ -25,19 +26,23 @@ def toy_report(trainer: Trainer) -> dict:
 def _train(argv: list) -> int:
     try: cfg, ns, notes = config_from_args(argv)
     except ValueError as e: raise CommandError(str(e), 2) from None
-    for n in notes: print(n, file=sys.stderr)
-    trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch)
-    try: trainer.fit()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the last checkpoint in {trainer.run_dir} is kept; run the same command with --resume "
-              "to continue", file=sys.stderr)
-        return 130
-    if trainer.dist.is_main:
-        print(f"run page: {(trainer.run_dir / 'index.html').resolve()}")
-        if trainer.cfg.dataroot == 'toy':
-            from cyclegan_edu.toy import format_metrics
-            print("ground truth on 64 held-out paired scenes (PSNR in dB, higher is better; L1 on [0,1], lower is better):")
-            print(format_metrics(toy_report(trainer)))
+    # under torchrun: one process per GPU, DDP (page 17); otherwise SingleProcess()
+    with process_group(cfg, {'--resume': ns.resume, '--epoch': ns.epoch}) as (dist, cfg):
+        if dist.is_main:
+            for n in notes: print(n)
+        trainer = Trainer(cfg, resume=ns.resume, progress=not ns.quiet, epoch=ns.epoch, explicit=ns.explicit, dist=dist)
+        if dist.world_size > 1: dist.check_start(trainer)  # every process resumed from the same checkpoint
+        try: trainer.fit()
+        except KeyboardInterrupt:
+            if dist.is_main: print(f"\ninterrupted: the last checkpoint in {trainer.run_dir} is kept; run the same command "
+                                   "with --resume to continue", file=sys.stderr)
+            return 130
+        if dist.is_main:
+            print(f"run page: {(trainer.run_dir / 'index.html').resolve()}")
+            if trainer.cfg.dataroot == 'toy':
+                from cyclegan_edu.toy import format_metrics
+                print("ground truth on 64 held-out paired scenes (PSNR in dB, higher is better; L1 on [0,1], lower is better):")
+                print(format_metrics(toy_report(trainer)))
     return 0
 
 def train_main(argv: list | None = None) -> int: # command-line arguments (default: sys.argv[1:])

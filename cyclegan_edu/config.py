@@ -48,7 +48,7 @@ class CycleGANConfig:
     num_threads: int = _opt(4, "data-loading worker processes (0: load in the training process)")
     toy_n: int = _opt(1000, "built-in dataset only: number of training scenes per domain")
     skip_bad_images: bool = _opt(False, "skip unreadable images (reporting how many) instead of stopping at the first")
-    max_image_pixels: int = _opt(0, "refuse images with more pixels than this as bad (0: Pillow's default limit of about 179 million; -1: no limit, for gigapixel scans you trust)")
+    max_image_pixels: int | None = _opt(None, "refuse images with more pixels than this as bad (default: Pillow's limit of about 179 million, which guards against decompression bombs; 0: no limit, for gigapixel scans you trust)", argtype=int)
     # --- networks ---
     netG: str = _opt('resnet_9blocks', "generator architecture", choices=('resnet_9blocks', 'resnet_6blocks'), group='networks')
     netD: str = _opt('basic', "discriminator: basic = 70×70 PatchGAN, n_layers = PatchGAN with n_layers_D layers, pixel = 1×1 PatchGAN", choices=('basic', 'n_layers', 'pixel'))
@@ -140,7 +140,8 @@ def validate(cfg: CycleGANConfig):
     if not 0 <= cfg.beta1 < 1: raise ValueError(f"--beta1 {cfg.beta1} must be in [0, 1) (CycleGAN uses 0.5)")
     if not cfg.init_gain > 0: raise ValueError(f"--init_gain {cfg.init_gain} must be positive (CycleGAN uses 0.02)")
     if not cfg.max_dataset_size >= 1: raise ValueError(f"--max_dataset_size {cfg.max_dataset_size} must be at least 1")
-    if cfg.max_image_pixels < -1: raise ValueError(f"--max_image_pixels {cfg.max_image_pixels}: use a pixel count, 0 (Pillow's limit) or -1 (no limit)")
+    if cfg.max_image_pixels is not None and cfg.max_image_pixels < 0:
+        raise ValueError(f"--max_image_pixels {cfg.max_image_pixels}: use a pixel count, or 0 for no limit")
     if cfg.lambda_identity > 0 and cfg.input_nc != cfg.output_nc:
         raise ValueError(f"--lambda_identity {cfg.lambda_identity} needs input_nc == output_nc (got {cfg.input_nc} and "
                          f"{cfg.output_nc}): the identity loss feeds B images to G_A; pass --lambda_identity 0")
@@ -247,7 +248,7 @@ def build_parser(prog: str = 'cyclegan_edu_train') -> argparse.ArgumentParser:
         elif f.type is bool:
             g.add_argument('--' + f.name, action='store_true', default=argparse.SUPPRESS, help=h)
         else:
-            g.add_argument('--' + f.name, type=f.type, choices=f.metadata.get('choices'), default=argparse.SUPPRESS,
+            g.add_argument('--' + f.name, type=f.metadata.get('argtype', f.type), choices=f.metadata.get('choices'), default=argparse.SUPPRESS,
                            metavar=None if f.metadata.get('choices') else f.name.upper(), help=h)
     g.add_argument('--resume', '--continue_train', action='store_true', help="continue the run in checkpoints_dir/name "
                    "from its latest checkpoint (starts it if there is none); the run's saved options are used")
@@ -317,6 +318,7 @@ def config_from_args(argv: list | None = None, # command-line arguments (default
     given = {k: v for k, v in vars(ns).items() if k not in cli_only}
     extra, notes = official_to_ours(ns)
     given.update(extra)
+    ns.explicit = set(given)  # the options typed on the command line (a resumed run keeps its own for the rest)
     if given.get('dataroot') == 'toy': given = {**TOY_DEFAULTS, **given}
     if ns.epoch != 'latest' and not str(ns.epoch).isdigit():
         raise ValueError(f"--epoch {ns.epoch!r}: expected latest or an epoch number")
@@ -335,8 +337,8 @@ def error_message(e: BaseException) -> str:
     if 'Original Traceback' in msg:  # re-raised from a DataLoader worker: keep the original exception's last line
         last = [l for l in msg.strip().splitlines() if l.strip()][-1].strip()
         msg = last.split(': ', 1)[1] if ': ' in last and last.split(': ', 1)[0].replace('.', '').isidentifier() else last
-    if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in msg:
-        msg = f"{e.filename}: {e.strerror}"
+    if isinstance(e, OSError) and e.strerror:  # '[Errno 28] ...' → the message alone, with the file if it is not named
+        msg = e.strerror if not e.filename or str(e.filename) in e.strerror else f"{e.filename}: {e.strerror}"
     if isinstance(e, OSError) and getattr(e, 'errno', None) == 28 and 'full' not in msg: msg += ' (the disk is full)'
     return ' '.join(msg.split()) or type(e).__name__
 
@@ -355,6 +357,4 @@ def run_command(prog: str,           # program name for the message, e.g. 'cycle
         if debug: traceback.print_exc()
         code = e.code if isinstance(e, CommandError) else 1
         print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
-        if not debug and not isinstance(e, (CommandError, ValueError, FileNotFoundError, FileExistsError)):
-            print(f"{prog}: (set {_DEBUG_ENV}=1 to see where it happened)", file=sys.stderr)
         return code

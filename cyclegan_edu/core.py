@@ -140,7 +140,7 @@ def layer_table(seq: nn.Sequential, # the network (a Sequential, or a module wit
 
 # %% ../nbs/00_core.ipynb #c028
 def show_images(images,              # tensors (C,H,W)/(B,C,H,W) in [-1, 1], or PIL images
-                titles=None,         # one title per image
+                titles: list[str] | None = None, # one title per image
                 ncols: int = 4,      # images per row
                 size: float = 2.0,   # inches per image
                 suptitle: str | None = None):

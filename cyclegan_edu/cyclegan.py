@@ -29,6 +29,7 @@ class CycleGANModel:
         self.netG_A, self.netG_B = make_generator(c, 'G_A').to(self.device), make_generator(c, 'G_B').to(self.device)  # G, F
         self.netD_A, self.netD_B = make_discriminator(c, 'D_A').to(self.device), make_discriminator(c, 'D_B').to(self.device)  # D_Y, D_X
         self.G_A, self.G_B, self.D_A, self.D_B = self.netG_A, self.netG_B, self.netD_A, self.netD_B  # what the step calls
+        self.D_A_frozen, self.D_B_frozen = self.netD_A, self.netD_B  # what the G step calls: D frozen there, never DDP-wrapped
         self.fake_A_pool, self.fake_B_pool = ImagePool(c.pool_size), ImagePool(c.pool_size)
         self.criterionGAN = GANLoss(c.gan_mode).to(self.device)
         self.criterionCycle, self.criterionIdt = nn.L1Loss(), nn.L1Loss()
@@ -73,8 +74,8 @@ class CycleGANModel:
     def generator_losses(self, real_A, real_B, images: dict) -> dict:
         "The six weighted terms of L_G (float32, whatever the autocast precision)."
         c, f = self.cfg, (lambda t: t.float())
-        losses = {'G_A': self.criterionGAN(f(self.D_A(images['fake_B'])), True),   # D_Y(G(x)) → 1
-                  'G_B': self.criterionGAN(f(self.D_B(images['fake_A'])), True),   # D_X(F(y)) → 1
+        losses = {'G_A': self.criterionGAN(f(self.D_A_frozen(images['fake_B'])), True),   # D_Y(G(x)) → 1
+                  'G_B': self.criterionGAN(f(self.D_B_frozen(images['fake_A'])), True),   # D_X(F(y)) → 1
                   'cycle_A': self.criterionCycle(f(images['rec_A']), f(real_A)) * c.lambda_A,
                   'cycle_B': self.criterionCycle(f(images['rec_B']), f(real_B)) * c.lambda_B}
         if c.lambda_identity > 0:

@@ -6,6 +6,8 @@
 __all__ = ['NLayerDiscriminator', 'patch_map_size', 'receptive_field', 'PixelDiscriminator']
 
 # %% ../nbs/03_discriminator.ipynb #c005
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ class NLayerDiscriminator(nn.Module):
     def __init__(self, input_nc: int = 3,   # channels of the images judged
                  ndf: int = 64,             # filters in the first conv layer
                  n_layers: int = 3,         # stride-2 conv layers (the official --n_layers_D); 3 gives 70×70 patches
-                 norm_layer = 'instance'):  # 'instance', 'batch', 'none' or a factory from `get_norm_layer`
+                 norm_layer: str | Callable[[int], nn.Module] = 'instance'): # 'instance', 'batch', 'none' or a factory from `get_norm_layer`
         super().__init__()
         if not isinstance(n_layers, int) or n_layers < 0: raise ValueError(f"n_layers={n_layers!r}: expected an integer >= 0 (CycleGAN uses 3)")
         norm_layer = _norm(norm_layer); use_bias = use_bias_for(norm_layer)
@@ -106,7 +108,7 @@ class PixelDiscriminator(nn.Module):
     "1×1 PatchGAN (official layout): one real/fake logit per pixel, from that pixel's channels alone."
     def __init__(self, input_nc: int = 3,   # channels of the images judged
                  ndf: int = 64,             # filters in the first conv layer
-                 norm_layer = 'instance'):  # 'instance', 'batch', 'none' or a factory from `get_norm_layer`
+                 norm_layer: str | Callable[[int], nn.Module] = 'instance'): # 'instance', 'batch', 'none' or a factory from `get_norm_layer`
         super().__init__()
         norm_layer = _norm(norm_layer); use_bias = use_bias_for(norm_layer)
         self.input_nc = input_nc

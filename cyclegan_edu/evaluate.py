@@ -11,7 +11,9 @@ __all__ = ['INCEPTION_URL', 'METRICS', 'EVAL_EPILOG', 'ImageFeatureExtractor', '
 import argparse
 import csv
 import json
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -88,13 +90,14 @@ def kernel_inception_distance(feats1,                 # (N1, D) features of one 
 # %% ../nbs/20_evaluate.ipynb #c021
 def load_images(source,                  # a folder, an image file, a list of files / PIL images, or a (N, C, H, W) tensor in [-1, 1]
                 max_images: int | None = None, # keep at most this many (the first ones, in sorted order for folders)
+                max_pixels: int | None = None, # refuse larger image files; None: PIL's limit, 0: no limit
                ) -> list:                # RGB PIL images
     "RGB PIL images from a folder, files, PIL images or a tensor batch."
     if max_images is not None and max_images < 1: raise ValueError(f"max_images={max_images}: expected a positive number or None")
     if isinstance(source, (str, Path)):
         p = Path(source)
-        if p.is_file(): return [load_image(p)]
-        return [load_image(q) for q in make_dataset(p, max_images or float('inf'))]  # clear errors for missing/empty folders
+        if p.is_file(): return [load_image(p, max_pixels=max_pixels)]
+        return [load_image(q, max_pixels=max_pixels) for q in make_dataset(p, max_images or float('inf'))]  # clear errors for missing/empty folders
     if isinstance(source, torch.Tensor):
         if source.ndim != 4: raise ValueError(f"expected an image batch shaped (N, C, H, W), got shape {tuple(source.shape)}")
         source = list(source)
@@ -102,7 +105,7 @@ def load_images(source,                  # a folder, an image file, a list of fi
     for it in items:
         if isinstance(it, Image.Image): out.append(it.convert('RGB'))
         elif isinstance(it, torch.Tensor): out.append(tensor_to_pil(it).convert('RGB'))
-        elif isinstance(it, (str, Path)): out.append(load_image(it))
+        elif isinstance(it, (str, Path)): out.append(load_image(it, max_pixels=max_pixels))
         else: raise TypeError(f"cannot load a {type(it).__name__} as an image: pass PIL images, (C, H, W) tensors or file paths")
     if not out: raise ValueError("no images given: the list is empty")
     return out
@@ -136,18 +139,19 @@ def evaluate_generator(G: nn.Module,   # generator translating test_A's domain i
                        test_B,         # real images of the target domain, same kinds
                        feature_extractor: ImageFeatureExtractor | None = None, # default: `inception_extractor(device)`
                        batch_size: int = 8,        # images per forward pass (generator and extractor)
-                       device=None,                # where to run; default: where G is
+                       device: str | torch.device | None = None, # where to run; default: where G is
                        max_images: int | None = None, # use at most this many images from each set (None: all)
                        metrics=('fid', 'kid'),     # which to compute
                        kid_subsets: int = 100,     # KID subsets
                        kid_subset_size: int | None = None, # KID subset size (None: min(1000, N))
                        seed: int = 0,              # seed of the KID subsets
                        nc: int | None = None,      # input channels of G, for generators without a first conv
+                       max_image_pixels: int | None = None, # refuse larger image files; None: PIL's limit, 0: none
                       ) -> dict:                   # n_fake, n_real, fid, kid_mean, kid_std
     "FID and KID between G's translations of test_A and the real images test_B."
     bad = [m for m in metrics if m not in ('fid', 'kid')]
     if bad: raise ValueError(f"unknown metrics {bad}: evaluate_generator computes 'fid' and 'kid'")
-    real_A, real_B = load_images(test_A, max_images), load_images(test_B, max_images)
+    real_A, real_B = load_images(test_A, max_images, max_image_pixels), load_images(test_B, max_images, max_image_pixels)
     fake_B = translate(G, real_A, batch_size=batch_size, device=device, nc=nc)   # PIL images, 8-bit like saved files
     fx = feature_extractor if feature_extractor is not None else inception_extractor(device)
     f_fake, f_real = image_features(fake_B, fx, batch_size), image_features(real_B, fx, batch_size)
@@ -167,8 +171,8 @@ def inception_weights_path() -> Path:
 class InceptionFeatures(nn.Module):
     "FID's Inception-v3: uint8 RGB batches of any size → (N, 2048) pool features (float64, on the CPU)."
     num_features = 2048
-    def __init__(self, weights_path, # a weights-inception-2015-12-05 .pth file
-                 device=None):       # where to run; default: the best available
+    def __init__(self, weights_path,                     # a weights-inception-2015-12-05 .pth file
+                 device: str | torch.device | None = None): # where to run; default: the best available
         super().__init__()
         fid_mod = require_optional('torchmetrics.image.fid', 'eval', 'torchmetrics'); require_optional('torch_fidelity', 'eval', 'torch-fidelity')
         self.device = get_device(device)
@@ -185,8 +189,8 @@ def _download(url: str, path: Path):
                            f"Without internet: download that file on another machine and copy it to {path}, "
                            f"or pass its path as weights_path= (--inception_weights FILE on the command line)") from e
 
-def inception_extractor(device=None,        # where to run; default: the best available
-                        weights_path=None,  # a local weights file; default: the hub cache, downloading it if missing
+def inception_extractor(device: str | torch.device | None = None, # where to run; default: the best available
+                        weights_path: str | Path | None = None,  # a local weights file; default: the hub cache, downloading it if missing
                         url: str = INCEPTION_URL, # where to download from
                        ) -> InceptionFeatures:
     "FID's Inception-v3 feature extractor, downloading its weights (about 95 MB) at first use."
@@ -234,13 +238,45 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--metrics', default=None,
                    help="comma-separated, from: fid, kid, gt (gt: PSNR and L1 against the true translation, only with "
                         "--dataroot toy). Default: fid,kid (and gt for toy)")
-    p.add_argument('--output', default=None, metavar='FILE.json|FILE.csv', help="also write the table to this file, as JSON or CSV by extension")
+    p.add_argument('--output', default=None, metavar='FILE.json|FILE.csv',
+                   help="also write the table to this file, as JSON or CSV by extension; its folder must exist. An existing "
+                        "file is not replaced unless --overwrite is given")
+    p.add_argument('--overwrite', action='store_true', help="replace the --output file if it exists")
     p.add_argument('--inception_weights', default=None, metavar='FILE',
                    help=f"the FID Inception weights file, for machines without internet (default: downloaded once from "
                         f"{INCEPTION_URL} into PyTorch's hub cache)")
     p.add_argument('--toy_size', type=int, default=None, help="toy image side (default: the run's crop_size from config.json, else 32)")
     p.add_argument('--seed', type=int, default=0, help="seed of the KID subsets (default: 0)")
+    p.add_argument('--max_image_pixels', type=int, default=None, metavar='N',
+                   help="refuse image files with more than N pixels (default: PIL's limit of about 179 million; 0: no limit)")
     return p
+
+def _check_output(output: str, overwrite: bool) -> Path:
+    "Check before any work that the --output file can be written (and is not replaced unasked)."
+    p = Path(output)
+    if p.suffix.lower() not in ('.json', '.csv'): raise ValueError(f"--output {p}: the file name must end in .json or .csv")
+    if p.is_dir(): raise IsADirectoryError(f"--output {p} is a folder: give a file name, e.g. --output {p / ('results' + p.suffix)}")
+    folder = p.parent
+    if not folder.exists(): raise FileNotFoundError(f"--output {p}: the folder {folder} does not exist; create it first or choose another path")
+    if not folder.is_dir(): raise NotADirectoryError(f"--output {p}: {folder} is a file, not a folder")
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"--output {p} already exists: pass --overwrite to replace it, or choose another file name")
+    try: tempfile.TemporaryFile(dir=folder).close()            # can we create files there?
+    except OSError as e: raise PermissionError(f"--output {p}: cannot write into {folder} ({e.strerror})") from None
+    if p.exists() and not os.access(p, os.W_OK): raise PermissionError(f"--output {p}: the file is read-only")
+    return p
+
+def _check_device(spec: str | None):
+    "A clear error for a --device this machine does not have."
+    if spec is None: return
+    try: dev = torch.device(spec)
+    except (RuntimeError, ValueError): raise ValueError(f"--device {spec!r} is not a device name: use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == 'cuda':
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0: raise ValueError(f"--device {spec}: PyTorch sees no CUDA GPU on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= n: raise ValueError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    if dev.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {spec}: Apple's MPS is not available on this machine; use --device cpu")
 
 def _parse_metrics(spec: str | None, is_toy: bool) -> list:
     if spec is None: return ['fid', 'kid'] + (['gt'] if is_toy else [])
@@ -264,9 +300,14 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
     "Evaluate as the command line asks; returns the table rows and the settings used."
     is_toy = args.dataroot == 'toy'
     metrics = _parse_metrics(args.metrics, is_toy)
-    if args.output and Path(args.output).suffix.lower() not in ('.json', '.csv'):
-        raise ValueError(f"--output {args.output}: the file name must end in .json or .csv")
+    if args.output: _check_output(args.output, args.overwrite)   # before the slow work, not after it
     if args.num_test is not None and args.num_test < 2: raise ValueError(f"--num_test {args.num_test}: need at least 2 images")
+    if args.batch_size < 1: raise ValueError(f"--batch_size {args.batch_size}: expected 1 or more")
+    if args.toy_size is not None and (args.toy_size < 8 or args.toy_size % 4):
+        raise ValueError(f"--toy_size {args.toy_size}: must be a multiple of 4, at least 8 (16, 32, 64, …)")
+    if args.max_image_pixels is not None and args.max_image_pixels < 0:
+        raise ValueError(f"--max_image_pixels {args.max_image_pixels}: expected 0 (no limit) or a positive number")
+    _check_device(args.device)
     ckpt = Path(args.checkpoint)
     if not ckpt.exists(): raise FileNotFoundError(f"--checkpoint {ckpt} not found: pass a run folder (checkpoints/NAME) or a .pt/.pth file")
     if is_toy:
@@ -283,7 +324,8 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
             data[d] = root / f'{args.phase}{d}'
             if not data[d].is_dir():
                 raise FileNotFoundError(f"{data[d]} not found: --dataroot must hold {args.phase}A/ and {args.phase}B/ "
-                                        f"(found: {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'no folders'}); see the dataset layout in 07_data")
+                                        f"(found: {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'no folders'}), "
+                                        f"each full of images")
             make_dataset(data[d])                      # fails early, naming the folder, if it holds no images
     directions = ['AtoB', 'BtoA'] if args.direction == 'both' else [args.direction]
     nets = {d: load_generator(ckpt, d, device=args.device) for d in directions}
@@ -294,7 +336,8 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
         row = {'direction': d}
         if fx is not None:
             row.update(evaluate_generator(nets[d], data[src], data[dst], fx, args.batch_size, args.device, args.num_test,
-                                          [m for m in metrics if m != 'gt'], seed=args.seed))
+                                          [m for m in metrics if m != 'gt'], seed=args.seed,
+                                          max_image_pixels=args.max_image_pixels))
             if min(row['n_fake'], row['n_real']) < 100:
                 print(f"warning: {d}: FID from {min(row['n_fake'], row['n_real'])} images is strongly biased upwards; compare "
                       "it only with numbers computed from the same number of images", file=sys.stderr)
@@ -311,7 +354,10 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
     if is_toy: settings['toy_size'] = size
     return rows, settings
 
-def write_table(rows: list, path, settings: dict | None = None) -> Path:
+def write_table(rows: list,                  # evaluation rows (dicts)
+                path,                        # .json or .csv file to write (replaced if it exists)
+                settings: dict | None = None, # stored beside the rows in JSON
+               ) -> Path:
     "Write evaluation rows to `path`: JSON ({settings…, 'rows': […]}) or CSV (one line per row), by extension."
     path = Path(path)
     if path.suffix.lower() == '.json':
@@ -323,12 +369,22 @@ def write_table(rows: list, path, settings: dict | None = None) -> Path:
     else: raise ValueError(f"{path}: the file name must end in .json or .csv")
     return path
 
-def eval_main(argv=None) -> int: # command-line arguments (default: sys.argv[1:])
-    "The `cyclegan_edu_eval` command: FID/KID (and toy ground truth) of a checkpoint, printed as a table; returns 0."
+def _fail(e: BaseException):
+    "Exit with one line on stderr: `cyclegan_edu_eval: error: …` (exit status 1)."
+    sys.exit(f"cyclegan_edu_eval: error: {' '.join(str(e).split()) or type(e).__name__}")
+
+def eval_main(argv: list[str] | None = None, # command-line arguments (default: sys.argv[1:])
+             ) -> int:                        # 0; errors exit with status 1 (2 for unknown options) and one line on stderr
+    "The `cyclegan_edu_eval` command: FID/KID (and toy ground truth) of a checkpoint, printed as a table."
     args = _eval_parser().parse_args(argv)
-    try: rows, settings = run_evaluation(args)
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e: sys.exit(f"cyclegan_edu_eval: error: {e}")
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    print(Table(cols, [[_fmt(r.get(c, '')) for c in cols] for r in rows]))
-    if args.output: print(f"wrote {write_table(rows, args.output, settings)}")
+    try:
+        rows, settings = run_evaluation(args)
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        print(Table(cols, [[_fmt(r.get(c, '')) for c in cols] for r in rows]))
+        if args.output:
+            replaced = Path(args.output).exists()
+            print(f"wrote {write_table(rows, args.output, settings)}" + (" (replaced the previous file)" if replaced else ''))
+    except (OSError, ValueError, RuntimeError, ImportError) as e: _fail(e)
+    except KeyboardInterrupt: sys.exit("cyclegan_edu_eval: interrupted")
     return 0  # the console script passes this to sys.exit
+

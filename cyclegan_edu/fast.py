@@ -81,7 +81,7 @@ def plan_speed(cfg: CycleGANConfig,   # the run's options
 # %% ../nbs/16_fast.ipynb #c011
 def make_step(model,             # a CycleGANModel
               plan: SpeedPlan,   # from plan_speed
-              dist=None,         # the process group (wraps the networks for DDP)
+              dist: object | None = None, # the process group, e.g. train.SingleProcess (wraps the networks for DDP)
              ):
     "Apply `plan` to `model`; returns the per-iteration step function (call after `model.set_input`)."
     model.amp = plan.amp
@@ -92,7 +92,11 @@ def make_step(model,             # a CycleGANModel
     if model.device.type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed sizes: let cuDNN pick the fastest kernels
     if dist is not None: dist.wrap(model)
     if plan.compile:
-        for k in ('G_A', 'G_B', 'D_A', 'D_B'): setattr(model, k, torch.compile(getattr(model, k)))
+        done = {}  # compile each module once: D_A_frozen is D_A itself unless DDP wrapped D_A
+        for k in ('G_A', 'G_B', 'D_A', 'D_B', 'D_A_frozen', 'D_B_frozen'):
+            m = getattr(model, k)
+            if id(m) not in done: done[id(m)] = torch.compile(m)
+            setattr(model, k, done[id(m)])
     if plan.cuda_graphs: return CUDAGraphStep(model)
     return model.optimize_parameters
 

@@ -14,13 +14,16 @@ from torch import nn
 # %% ../nbs/01_layers.ipynb #c009
 NORM_TYPES = ('batch', 'instance', 'none')
 
-def get_norm_layer(norm_type: str = 'instance', # 'instance' (CycleGAN's default), 'batch' or 'none'
+def get_norm_layer(norm_type: str = 'instance', # 'instance' (CycleGAN's default), 'batch', 'none' or 'instance_affine'
                   ) -> Callable[[int], nn.Module]: # call it with num_features to get the norm module
     "The normalization factory behind the official `--norm` option."
     if norm_type == 'batch': return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm_type == 'instance': return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
     if norm_type == 'none': return nn.Identity  # nn.Identity(num_features) ignores its argument
-    raise ValueError(f"norm_type={norm_type!r} is not a normalization we know: use one of {', '.join(map(repr, NORM_TYPES))}")
+    # not an official choice: instance norm with a learned scale and shift, used by some other CycleGAN code (06_models)
+    if norm_type == 'instance_affine': return functools.partial(nn.InstanceNorm2d, affine=True, track_running_stats=False)
+    raise ValueError(f"norm_type={norm_type!r} is not a normalization we know: use one of {', '.join(map(repr, NORM_TYPES))} "
+                     "(or 'instance_affine', to load checkpoints of other CycleGAN code)")
 
 # %% ../nbs/01_layers.ipynb #c013
 def use_bias_for(norm_layer: Callable | str, # a factory from `get_norm_layer` (or its name)

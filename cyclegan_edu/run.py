@@ -7,7 +7,7 @@ __all__ = ['RunLockedError', 'RunFolder', 'read_loss_log', 'grid_image', 'plot_l
            'TensorBoardTracker', 'WandbTracker', 'start_trackers']
 
 # %% ../nbs/12_run.ipynb #c004
-import errno, html, json, os
+import errno, html, json, os, uuid
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +231,7 @@ class WandbTracker:
     def __init__(self, run: RunFolder, cfg: dict, project: str = 'CycleGAN-and-pix2pix'):
         self.wandb = require_optional('wandb', 'wandb')
         id_file = run.path / 'wandb_id.txt'
-        run_id = id_file.read_text().strip() if id_file.exists() else self.wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]  # same id on resume: same W&B run
         id_file.write_text(run_id + '\n')
         self.run = self.wandb.init(project=project, name=run.path.name, id=run_id, resume='allow', config=cfg,
                                    dir=str(run.path))

@@ -171,7 +171,7 @@ def ground_truth_metrics(G_A: nn.Module,          # A→B generator, day → nig
                          n: int = 64,             # held-out pairs
                          size: int = 32,          # side in pixels, a multiple of 4
                          seed: int = 12345,       # seed of the test stream (see `toy_pairs`)
-                         device=None,             # where to run; default: where G_A's parameters are (CPU if none)
+                         device: str | torch.device | None = None, # where to run; default: where G_A's parameters are (CPU if none)
                          batch_size: int = 16,    # images per forward pass
                         ) -> dict:                # {AtoB,BtoA,identity}_{psnr,l1}: floats, PSNR in dB
     "PSNR and L1 of G_A(x) vs T(x) and G_B(y) vs x on held-out toy pairs, beside the identity baseline."

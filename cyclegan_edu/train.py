@@ -6,8 +6,8 @@
 __all__ = ['linear_lr_factor', 'get_scheduler', 'SeededItems', 'EpochSampler', 'build_dataset', 'TrainingDivergedError',
            'SingleProcess', 'Trainer']
 
-# %% ../nbs/13_train.ipynb #c004
-import math, random, time
+# %% ../nbs/13_train.ipynb #c032
+import math, random, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ class SeededItems(torch.utils.data.Dataset):
         finally: random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
 
 class EpochSampler(torch.utils.data.Sampler):
-    "Yields `(index, item_seed)` for one epoch: order and seeds from `(seed, epoch)`; `start` skips this rank's first items."
+    "Yields `(index, item_seed)` for one epoch: order and seeds from `(seed, epoch)`; `start` skips the epoch's first positions."
     def __init__(self, n: int,               # dataset length
                  seed: int,                  # the run's seed
                  shuffle: bool = True,       # False: positions in order
@@ -63,14 +63,14 @@ class EpochSampler(torch.utils.data.Sampler):
         self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
         self.epoch, self.start = 1, 0
         self.per_rank = math.ceil(n / world_size)  # ranks wrap around the epoch so all take the same number of steps
-    def set_epoch(self, epoch: int, start: int = 0): self.epoch, self.start = epoch, start
-    def __len__(self): return max(0, self.per_rank - self.start)
+    def set_epoch(self, epoch: int, start: int = 0): self.epoch, self.start = epoch, start  # start: positions used, all ranks together
+    def __len__(self): return math.ceil(max(0, self.n - self.start) / self.world_size)
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, 2**62, (self.n,), generator=g)
-        for k in range(self.start, self.per_rank):
-            j = (k * self.world_size + self.rank) % self.n
+        for k in range(len(self)):
+            j = (self.start + k * self.world_size + self.rank) % self.n
             yield int(order[j]), int(seeds[j])
 
 # %% ../nbs/13_train.ipynb #c013
@@ -89,13 +89,13 @@ def build_dataset(cfg: CycleGANConfig, # the run's options
     root = Path(cfg.dataroot)
     if not root.exists() and cfg.dataroot in data.OFFICIAL_DATASETS:
         root = data.download_dataset(cfg.dataroot, root='./datasets')
-    limit = {} if cfg.max_image_pixels == 0 else {'max_image_pixels': None if cfg.max_image_pixels < 0 else cfg.max_image_pixels}
     return data.UnpairedImageDataset(root, phase=phase, direction=cfg.direction, input_nc=cfg.input_nc, output_nc=cfg.output_nc,
                                      preprocess=cfg.preprocess, load_size=cfg.load_size, crop_size=cfg.crop_size,
                                      no_flip=cfg.no_flip or phase == 'test', serial_batches=cfg.serial_batches,
-                                     max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images, **limit)
+                                     max_dataset_size=cfg.max_dataset_size, skip_bad_images=cfg.skip_bad_images,
+                                     max_image_pixels=cfg.max_image_pixels)
 
-# %% ../nbs/13_train.ipynb #c015
+# %% ../nbs/13_train.ipynb #c033
 class TrainingDivergedError(RuntimeError):
     "A loss or a weight became NaN or infinite."
 
@@ -103,12 +103,15 @@ class SingleProcess:
     "The process group of a one-process run: rank 0 of 1 (distributed training supplies a multi-process one)."
     rank, world_size, is_main = 0, 1, True
     def any(self, flag: bool) -> bool: return bool(flag)  # does any rank say so?
+    def average(self, t: torch.Tensor) -> torch.Tensor: return t  # the mean of t over the ranks
+    def gather(self, obj) -> list: return [obj]          # every rank's obj, on rank 0 (None elsewhere)
     def wrap(self, model): pass                          # DDP wraps the networks here
     def barrier(self): pass
 
 _FREE = {'n_epochs', 'n_epochs_decay', 'max_iters', 'max_minutes', 'print_freq', 'display_freq', 'save_latest_freq',
          'save_epoch_freq', 'num_threads', 'device', 'checkpoints_dir', 'name', 'dataroot', 'amp', 'channels_last',
          'compile', 'cuda_graphs', 'fast', 'logger', 'wandb_project_name', 'skip_bad_images', 'max_image_pixels'}
+_SESSION = {'max_iters', 'max_minutes', 'device', 'checkpoints_dir', 'name', 'dataroot'}  # this invocation's, never the saved ones
 
 class Trainer:
     "Runs CycleGAN training for a config: `Trainer(cfg).fit()`; `Trainer(cfg, resume=True)` continues a run."
@@ -119,18 +122,25 @@ class Trainer:
                  num_samples: int = 3,        # fixed images in the sample grids
                  epoch: str | int = 'latest', # with resume: 'latest' or N (epoch_N.pt)
                  live: bool = False,          # show the newest samples and loss curves in the notebook, updated in place
-                 dist=None):                  # the process group (default: SingleProcess())
+                 dist: object | None = None,  # the process group (default: SingleProcess())
+                 explicit: set | None = None):# on resume, take only these options from `cfg` (None: every changeable one)
         self.dist = dist or SingleProcess()
         self.log = (log or (lambda *a, **k: None)) if self.dist.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.checkpoints_dir) / cfg.name
         ck = self._checkpoint(resume, epoch)
-        if ck is not None: cfg = self._resumed_config(cfg, ck)
+        if ck is not None: cfg = self._resumed_config(cfg, ck, explicit)
         self.cfg, self.progress = cfg, progress and self.dist.is_main
         # everything that can fail on a bad input happens before the run folder is written
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.dataset = build_dataset(cfg)
-        self.samples = self._fixed_samples(num_samples)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "skipped 2 unreadable images": one line each, not a warning
+            warnings.simplefilter('always')
+            self.dataset = build_dataset(cfg)
+            self.samples = self._fixed_samples(num_samples)
+        for w in caught: self.log(f"note: {w.message}")
+        if len(self.dataset) < self.dist.world_size:
+            raise ValueError(f"{len(self.dataset)} training image(s) cannot be shared by {self.dist.world_size} processes: "
+                             "start at most that many (torchrun --nproc_per_node, --nnodes) or train on more images")
         self.run = RunFolder(self.run_dir, active=self.dist.is_main).create()
         try: self._setup(ck, live)
         except BaseException: self.run.release(); raise
@@ -147,12 +157,13 @@ class Trainer:
                                   "or choose another --name")
         return None
 
-    def _resumed_config(self, cfg, ck):
-        "The run's saved options, except those that do not change the maths (epochs, frequencies, device, speed …)."
+    def _resumed_config(self, cfg, ck, explicit=None):
+        "The run's saved options, updated with the given ones that do not change the maths (epochs, frequencies, speed …) and this session's limits and device."
         saved = CycleGANConfig.from_dict(ck['config'])
-        changed = {k: v for k, v in cfg.to_dict().items() if k not in _FREE and v != getattr(saved, k)}
+        given = set(f for f in cfg.to_dict()) if explicit is None else set(explicit)
+        changed = {k: v for k, v in cfg.to_dict().items() if k in given and k not in _FREE and v != getattr(saved, k)}
         if changed: self.log(f"resuming with the run's saved options; ignoring the changed {changed}")
-        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in _FREE}})
+        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in (_FREE & given) | _SESSION}})
 
     def _setup(self, ck, live):
         c, d = self.cfg, self.dist
@@ -163,9 +174,10 @@ class Trainer:
             generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
         self.model = CycleGANModel(c, self.device)
         self.schedulers = {k: get_scheduler(o, c) for k, o in self.model.optimizers.items()}
-        self.speed = plan_speed(c, self.device, self.log)
+        self.speed = plan_speed(c, self.device, self.log, distributed=d.world_size > 1)
         self.step = make_step(self.model, self.speed, d)
         self.epoch, self.epoch_iter, self.total_iters, self.history, self.saved_iter = c.epoch_count, 0, 0, [], None
+        self.epoch_samples = 0  # images of this epoch trained on, all processes together (where a resume continues)
         self.iters_per_epoch = math.ceil(self.sampler.per_rank / c.batch_size)
         self._buf = []
         if ck is not None: self._restore(ck)
@@ -177,6 +189,7 @@ class Trainer:
         "The full training state: what `latest.pt` holds."
         return {'format': 'cyclegan_edu', 'version': 1, 'config': self.cfg.to_dict(),
                 'epoch': self.epoch, 'epoch_iter': self.epoch_iter, 'total_iters': self.total_iters,
+                'epoch_samples': min(self.epoch_samples, len(self.dataset)), 'world_size': self.dist.world_size,
                 **self.model.state_dict(),
                 'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
                 'rng': rng_state(), 'history': self.history}
@@ -184,11 +197,22 @@ class Trainer:
     def _restore(self, ck: dict):
         self.model.load_state_dict(ck)
         for k, s in self.schedulers.items(): s.load_state_dict(ck['schedulers'][k])
-        self.epoch, self.epoch_iter, self.total_iters = ck['epoch'], ck['epoch_iter'], ck['total_iters']
+        self.epoch, self.total_iters = ck['epoch'], ck['total_iters']
+        self.epoch_samples = ck.get('epoch_samples', ck['epoch_iter'] * self.cfg.batch_size)  # older checkpoints: one process
+        self.sampler.set_epoch(self.epoch, start=self.epoch_samples)  # the iterations left depend on the world size
+        self.epoch_iter = self.iters_per_epoch - math.ceil(len(self.sampler) / self.cfg.batch_size)
         self.history, self.saved_iter = list(ck.get('history', [])), ck['total_iters']
         self.run.rewrite_loss_log(self.history)  # records logged after this checkpoint are dropped: they will be redone
-        set_rng_state(ck['rng'])
-        self.log(f"resumed {self.run_dir} at epoch {self.epoch}, iteration {self.total_iters}")
+        r, others = self.dist.rank, ck.get('other_ranks', [])  # each process's pools and random state (several processes)
+        if r == 0: set_rng_state(ck['rng'])
+        elif r <= len(others):
+            for k, p in self.model.pools.items(): p.load_state_dict(others[r - 1]['pools'][k])
+            set_rng_state(others[r - 1]['rng'])
+        # else: a process the checkpoint has no state for starts from rank 0's pools with its own random stream
+        saved_ws = ck.get('world_size', 1)
+        self.log(f"resumed {self.run_dir} at epoch {self.epoch}, iteration {self.total_iters}" + (
+            '' if saved_ws == self.dist.world_size else f" (saved by {saved_ws} process(es), continuing with "
+            f"{self.dist.world_size}: the epoch continues at image {self.epoch_samples} of {len(self.dataset)})"))
 
     def _kept(self) -> str:
         if self.saved_iter is None: return "no checkpoint had been saved yet"
@@ -201,8 +225,11 @@ class Trainer:
         if self.dist.any(bad is not None):
             raise TrainingDivergedError(f"the weights became NaN or infinite ({bad or 'on another process'}) by iteration "
                                         f"{self.total_iters}; nothing was saved. Training stopped; {self._kept()}. Try a lower --lr")
+        if self.dist.world_size > 1:  # every process has its own pools and random state; rank 0 saves them all
+            ranks = self.dist.gather({'rng': rng_state(), 'pools': {k: p.state_dict() for k, p in self.model.pools.items()}})
         if self.dist.is_main:
             state = self.state_dict()
+            if self.dist.world_size > 1: state['other_ranks'] = ranks[1:]
             atomic_save(state, self.run_dir / 'latest.pt')
             if finished_epoch: atomic_save(state, self.run_dir / f'epoch_{finished_epoch}.pt')
             save_official_nets(self.run_dir, self.model.nets)
@@ -210,9 +237,9 @@ class Trainer:
 
     # --- losses ---
     def flush_losses(self) -> dict | None:
-        "Read the buffered losses back (one GPU sync), check them, append the window's mean to the history and log."
+        "Read the buffered losses back (one GPU sync), averaged over the processes; check them, log the window's mean."
         if not self._buf: return None
-        vals = torch.stack(self._buf).cpu(); n = len(self._buf); self._buf.clear()
+        vals = self.dist.average(torch.stack(self._buf)).cpu(); n = len(self._buf); self._buf.clear()
         bad = ~torch.isfinite(vals)
         if self.dist.any(bool(bad.any())):
             if bad.any():
@@ -264,16 +291,17 @@ class Trainer:
         c = self.cfg
         if c.max_iters and self.total_iters >= c.max_iters: return f"--max_iters {c.max_iters}"
         late = bool(c.max_minutes) and time.monotonic() - self._t0 >= c.max_minutes * 60
-        if self.dist.any(late): return f"--max_minutes {c.max_minutes:g}"
+        if c.max_minutes and self.dist.any(late): return f"--max_minutes {c.max_minutes:g}"
         return None
 
     def _epoch(self, ibar) -> str | None:
         "Train the rest of the current epoch; returns why it stopped early, or None at the epoch's end."
         c = self.cfg
-        self.sampler.set_epoch(self.epoch, start=self.epoch_iter * c.batch_size)
+        self.sampler.set_epoch(self.epoch, start=self.epoch_samples)
         for batch in self.loader:
             self._buf.append(self.train_step(batch))
-            self.epoch_iter += 1; self.total_iters += 1; ibar.update(1)
+            self.epoch_iter += 1; self.total_iters += 1; self.epoch_samples += len(batch['A']) * self.dist.world_size
+            ibar.update(1)
             if self.total_iters % c.print_freq == 0:
                 rec = self.flush_losses()
                 ibar.set_postfix({k: f'{rec[k]:.3f}' for k in ('D_A', 'G_A', 'cycle_A', 'D_B', 'G_B', 'cycle_B')}, refresh=False)
@@ -285,7 +313,7 @@ class Trainer:
         self.flush_losses()
         metric = np.mean([h['G_A'] + h['G_B'] + h['cycle_A'] + h['cycle_B'] for h in self.history[-10:]]) if self.history else 0.0
         for s in self.schedulers.values(): s.step(metric) if c.lr_policy == 'plateau' else s.step()
-        done, self.epoch, self.epoch_iter = self.epoch, self.epoch + 1, 0
+        done, self.epoch, self.epoch_iter, self.epoch_samples = self.epoch, self.epoch + 1, 0, 0
         self.save(done if done % c.save_epoch_freq == 0 else None)
         return None
 
@@ -301,7 +329,8 @@ class Trainer:
             diff = {k: v for k, v in c.diff().items() if k not in ('name',)}
             self.log(f"training {self.run_dir} on {self.device} | options changed from the defaults: {diff or 'none'}")
             self.log(f"{len(self.dataset)} images per epoch, batch {c.batch_size}"
-                     + (f" on each of {self.dist.world_size} processes" if self.dist.world_size > 1 else '')
+                     + (f" on each of {self.dist.world_size} processes ({c.batch_size * self.dist.world_size} images per step)"
+                        if self.dist.world_size > 1 else '')
                      + f": {self.iters_per_epoch} iterations per epoch, epochs {self.epoch}..{c.total_epochs}")
             self.model.train(True)
             self._t0, stop = time.monotonic(), None

@@ -276,3 +276,110 @@ def test_show_batch(tmp_path):
     batch = next(iter(create_dataloader(ds, batch_size=3, num_workers=0, seed=0)))
     assert len(show_batch(batch, n=2).axes) == 4
     assert len(show_batch(ds[0]).axes) == 2
+
+
+# --- files that are not images: one BadImageError line naming the file --------------------------------------
+
+def _bad_files(d):
+    "Every kind of unreadable file a real folder collects, made in `d`: {file name: words the message must contain}."
+    import os
+    good = d / 'good.jpg'; rgb(64, 64).save(good, quality=95)
+    (d / 'empty.jpg').write_bytes(b'')
+    (d / 'cut.jpg').write_bytes(good.read_bytes()[:600])                       # truncated JPEG
+    (d / '._photo.jpg').write_bytes(b'\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ' + bytes(64))  # AppleDouble
+    (d / 'page.jpg').write_bytes(b'<!DOCTYPE html>\n<html><head><title>404</title></head></html>')
+    os.symlink(d / 'moved_away.jpg', d / 'dangling.jpg')
+    os.symlink(d / 'loop.jpg', d / 'loop.jpg')
+    Image.new('P', (20000, 10000)).save(d / 'bomb.png')                        # 200 million pixels in ~24 KB
+    return {'empty.jpg': 'empty (0 bytes)', 'cut.jpg': 'truncated', '._photo.jpg': 'macOS metadata',
+            'page.jpg': 'HTML', 'dangling.jpg': 'does not exist', 'loop.jpg': 'leads back to itself',
+            'bomb.png': '200,000,000 pixels'}
+
+
+@pytest.mark.skipif(not hasattr(__import__('os'), 'symlink'), reason='needs symbolic links')
+def test_every_unreadable_file_is_one_bad_image_line(tmp_path):
+    expected = _bad_files(tmp_path)
+    assert (tmp_path / 'bomb.png').stat().st_size < 50_000
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    for f, words in expected.items():
+        with pytest.raises(BadImageError) as e:
+            load_image(tmp_path / f)
+        msg = str(e.value)
+        assert f in msg and words in msg and '\n' not in msg, msg
+        assert '--skip_bad_images' in msg and 'skip_bad_images=True' in msg
+    bomb = pytest.raises(BadImageError, load_image, tmp_path / 'bomb.png').value
+    assert '--max_image_pixels 200000000' in str(bomb) and 'max_image_pixels=200000000' in str(bomb)
+    assert Image.MAX_IMAGE_PIXELS == pil_limit                                 # PIL's global limit is untouched
+
+
+def test_a_file_deleted_after_listing_stays_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / 'gone.png')
+
+
+def test_max_pixels_raises_and_lowers_the_limit_for_one_call(tmp_path, monkeypatch):
+    rgb(50, 50).save(tmp_path / 'x.png')                                       # 2,500 pixels
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)                       # PIL refuses above 2,000
+    with pytest.raises(BadImageError, match=r'50×50 = 2,500 pixels, more than the limit of 2,000.*--max_image_pixels 2500'):
+        load_image(tmp_path / 'x.png')
+    assert load_image(tmp_path / 'x.png', max_pixels=0).size == (50, 50)       # 0: no limit
+    assert load_image(tmp_path / 'x.png', max_pixels=2500).size == (50, 50)    # a higher limit, for this call only
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(BadImageError, match='limit of 2,499'):
+        load_image(tmp_path / 'x.png', max_pixels=2499)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(BadImageError):
+        load_image(tmp_path / 'x.png')                                         # the default is PIL's limit again
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='max_pixels'):
+            load_image(tmp_path / 'x.png', max_pixels=bad)
+
+
+def test_make_dataset_leaves_out_appledouble_files(tmp_path):
+    rgb(8, 8).save(tmp_path / 'a.jpg')
+    (tmp_path / '._a.jpg').write_bytes(b'\x00\x05\x16\x07' + bytes(60))
+    (tmp_path / '__MACOSX').mkdir(); (tmp_path / '__MACOSX' / '._b.jpg').write_bytes(b'\x00\x05\x16\x07' + bytes(60))
+    assert [p.name for p in make_dataset(tmp_path)] == ['a.jpg']
+    assert not is_image_file('._a.jpg') and is_image_file('a.jpg')
+
+
+@pytest.mark.skipif(not hasattr(__import__('os'), 'symlink'), reason='needs symbolic links')
+def test_skip_bad_images_skips_every_kind(tmp_path):
+    root = make_root(tmp_path, n_A=2, n_B=2)
+    expected = _bad_files(root / 'trainA')                                     # plus good.jpg
+    (root / 'trainA' / '._photo.jpg').unlink()                                 # make_dataset never lists it anyway
+    with pytest.warns(UserWarning, match=r'skipped 6 unreadable'):
+        ds = UnpairedImageDataset(root, skip_bad_images=True, **SMALL)
+    assert sorted(map(name, ds.skipped_paths)) == sorted(set(expected) - {'._photo.jpg'})
+    assert sorted(map(name, ds.A_paths)) == ['A0.png', 'A1.png', 'good.jpg'] and ds.n_skipped == 6
+    without = UnpairedImageDataset(root, serial_batches=True, **SMALL)        # without skipping: the error names the file
+    with pytest.raises(BadImageError, match=r'dangling\.jpg.*does not exist'):
+        without[[name(p) for p in without.A_paths].index('dangling.jpg')]
+
+
+def test_dataset_passes_max_image_pixels(tmp_path):
+    root = make_root(tmp_path, n_A=2, n_B=2)                                   # 40×40 = 1,600 pixels each
+    ds = UnpairedImageDataset(root, max_image_pixels=1000, **SMALL)
+    with pytest.raises(BadImageError, match=r'1,600 pixels.*--max_image_pixels 1600'):
+        ds[0]
+    assert UnpairedImageDataset(root, max_image_pixels=1600, **SMALL)[0]['A'].shape == (3, 32, 32)
+    with pytest.raises(FileNotFoundError, match=r'trainA/ under .* holds no readable image: all 2 files were skipped.*A0\.png'):
+        UnpairedImageDataset(root, max_image_pixels=1000, skip_bad_images=True, **SMALL)
+
+
+def test_missing_root_suggests_an_official_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'horse2zebr not found \(did you mean horse2zebra\?\): .*--dataroot horse2zebra'):
+        UnpairedImageDataset(tmp_path / 'horse2zebr')
+    with pytest.raises(FileNotFoundError) as e:
+        UnpairedImageDataset(tmp_path / 'my_photos')
+    assert 'did you mean' not in str(e.value) and 'trainA/' in str(e.value) and '07_data' not in str(e.value)
+
+
+def test_suggest_dataset():
+    from cyclegan_edu.data import suggest_dataset
+    assert suggest_dataset('horse2zebr') == ['horse2zebra']
+    assert suggest_dataset('HORSE2ZEBRA') == ['horse2zebra']
+    assert suggest_dataset('monet2photo', n=1) == ['monet2photo']
+    assert suggest_dataset('vangogh') == ['vangogh2photo']
+    assert suggest_dataset('cifar10') == []
+    assert suggest_dataset('my_photos') != [] and suggest_dataset('my_photos', cutoff=0.8) == []

@@ -82,7 +82,7 @@ def test_member_escaping_the_target_is_refused(server, tmp_path, member):
     with pytest.raises(DownloadError, match='refusing to extract') as e:
         download_dataset('horse2zebra', root=root, url=server.zip_url, progress=False)
     assert repr(member) in str(e.value)
-    assert listing(root) == [] and listing(tmp_path) == ['a'] and listing(tmp_path / 'a') == ['datasets']
+    assert listing(tmp_path) == []                      # not even the folders a/datasets/ the call created
     assert not list(tmp_path.rglob('*evil*'))
 
 
@@ -95,8 +95,12 @@ def test_missing_testB_is_a_layout_error(server, tmp_path):
 
 def test_not_a_zip(server, tmp_path):
     server.files['/horse2zebra.zip'] = b'<html>maintenance</html>'
-    with pytest.raises(DownloadError, match='valid zip'):
+    with pytest.raises(DownloadError, match=r'returned a web page \(HTML\) instead of the zip.*--dataroot'):
         download_dataset('horse2zebra', root=tmp_path, url=server.zip_url, progress=False)
+    assert listing(tmp_path) == []
+    server.files['/junk.zip'] = b'PK\x03\x04 not really a zip'
+    with pytest.raises(DownloadError, match='not a valid zip'):
+        download_dataset('junk', root=tmp_path, url=server.zip_url, progress=False)
     assert listing(tmp_path) == []
 
 
@@ -117,6 +121,11 @@ def test_existing_incomplete_folder_is_not_trusted(server, tmp_path):
 def test_unknown_and_unhosted_names():
     with pytest.raises(ValueError, match=r"unknown dataset 'horse2zebras'.*horse2zebra.*monet2photo"):
         download_dataset('horse2zebras')
+    with pytest.raises(ValueError, match=r"unknown dataset 'horse2zebr': did you mean 'horse2zebra'\?"):
+        download_dataset('horse2zebr')
+    with pytest.raises(ValueError) as e:
+        download_dataset('cifar10')
+    assert 'did you mean' not in str(e.value) and 'vangogh2photo' in str(e.value)
     with pytest.raises(ValueError, match=r'licence.*prepare_cityscapes_dataset\.py'):
         download_dataset('cityscapes')
     with pytest.raises(ValueError, match='plain folder name'):
@@ -148,3 +157,22 @@ def test_training_on_an_official_name_downloads_it_once(server, tmp_path, monkey
     assert load_checkpoint(tmp_path / 'checkpoints' / 'h2z' / 'latest.pt')['total_iters'] == 2
     assert train_main(args + ['--resume', '--n_epochs', '2']) == 0     # a second run reuses the folder
     assert server.hits == ['/horse2zebra.zip']
+
+
+@pytest.mark.parametrize('case', ['http_404', 'html_page', 'no_server'])
+def test_a_failed_download_leaves_no_folder_it_created(server, tmp_path, case):
+    "A root that did not exist (two levels deep) is removed again when the download fails; an existing one is kept."
+    if case == 'html_page': server.files['/horse2zebra.zip'] = b'<!DOCTYPE html><html>Service unavailable</html>'
+    url = server.zip_url
+    if case == 'no_server':
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0)); url = f'http://127.0.0.1:{s.getsockname()[1]}/{{name}}.zip'
+    root = tmp_path / 'new' / 'datasets'
+    with pytest.raises(DownloadError) as e:
+        download_dataset('horse2zebra', root=root, url=url, progress=False)
+    assert '\n' not in str(e.value)
+    assert listing(tmp_path) == []
+    (tmp_path / 'mine').mkdir(); (tmp_path / 'mine' / 'keep.txt').write_text('x')
+    with pytest.raises(DownloadError):
+        download_dataset('horse2zebra', root=tmp_path / 'mine' / 'datasets', url=url, progress=False)
+    assert listing(tmp_path) == ['mine'] and listing(tmp_path / 'mine') == ['keep.txt']

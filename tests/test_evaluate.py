@@ -2,6 +2,7 @@
 import csv
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -140,7 +141,7 @@ def server(local_server, inception_file):
 
 
 def test_inception_download_and_features(server, inception_file, tmp_path):
-    old = torch.hub.get_dir()
+    old = torch.hub._hub_dir  # None unless set_dir was called: restore exactly that
     torch.hub.set_dir(str(tmp_path / 'hub'))
     try:
         with pytest.raises(RuntimeError, match='Without internet: download that file'):
@@ -154,7 +155,7 @@ def test_inception_download_and_features(server, inception_file, tmp_path):
         assert f.shape == (2, 2048) and f.dtype == torch.float64 and torch.isfinite(f).all()
         assert (f[0] - f[1]).abs().max() > 0
         inception_extractor(device='cpu', url='http://127.0.0.1:9/never-used.pth')   # cached now: no download
-    finally: torch.hub.set_dir(old)
+    finally: torch.hub._hub_dir = old
     bad = tmp_path / 'cut.pth'; bad.write_bytes(inception_file.read_bytes()[:1000])
     with pytest.raises(RuntimeError, match='incomplete'): inception_extractor(weights_path=bad)
 
@@ -221,3 +222,60 @@ def test_cli_bad_inputs(run_folder, tmp_path, capsys):
     assert 'single generator' in str(e.value.code)
     out = _cli('--checkpoint', run_folder, '--dataroot', data)                    # exit status and message in a real process
     assert out.returncode == 1 and out.stderr.startswith('cyclegan_edu_eval: error:') and 'Traceback' not in out.stderr
+
+
+# --- the command line: every user error is one line, and --output is checked before the slow work ----------------------
+
+def _fails(*args):
+    "Run eval_main in-process; return the one-line message it exits with (status 1)."
+    with pytest.raises(SystemExit) as e: eval_main([*map(str, args)])
+    msg = str(e.value.code)
+    assert msg.startswith('cyclegan_edu_eval: error: ') and '\n' not in msg, msg
+    return msg
+
+
+def test_cli_output_is_checked_before_any_work(run_folder, tmp_path):
+    "A bad --output is reported even with a checkpoint that does not exist: it is checked first, before anything slow."
+    nope = tmp_path / 'no_such_run'
+    assert 'does not exist; create it first' in _fails('--checkpoint', nope, '--dataroot', 'toy', '--output', tmp_path / 'out' / 'r.json')
+    (tmp_path / 'r.json').mkdir()
+    assert 'is a folder: give a file name' in _fails('--checkpoint', nope, '--dataroot', 'toy', '--output', tmp_path / 'r.json')
+    (tmp_path / 'f').write_text('x')
+    assert 'is a file, not a folder' in _fails('--checkpoint', nope, '--dataroot', 'toy', '--output', tmp_path / 'f' / 'r.json')
+    old = tmp_path / 'old.csv'; old.write_text('earlier results')
+    assert 'already exists: pass --overwrite' in _fails('--checkpoint', nope, '--dataroot', 'toy', '--output', old)
+    assert old.read_text() == 'earlier results'                                     # refused, not touched
+    assert '--checkpoint' in _fails('--checkpoint', nope, '--dataroot', 'toy', '--output', old, '--overwrite')  # now the next check
+
+
+@pytest.mark.skipif(not Path('/sys').is_dir(), reason='needs a folder nobody can write into (/sys on Linux)')
+def test_cli_unwritable_output_folder(run_folder):
+    msg = _fails('--checkpoint', run_folder, '--dataroot', 'toy', '--output', '/sys/results.json')
+    assert 'cannot write into /sys' in msg
+
+
+def test_cli_overwrite_replaces_and_says_so(run_folder, tmp_path):
+    out = tmp_path / 'res.csv'; out.write_text('earlier results')
+    r = _cli('--checkpoint', run_folder, '--dataroot', 'toy', '--metrics', 'gt', '--num_test', 4, '--output', out, '--overwrite')
+    assert r.returncode == 0, r.stderr
+    assert 'replaced the previous file' in r.stdout and out.read_text().startswith('direction,psnr')
+
+
+def test_cli_other_user_errors_are_one_line(run_folder, inception_file, tmp_path):
+    base = ('--checkpoint', run_folder, '--dataroot', 'toy')
+    if torch.cuda.device_count() < 8: assert 'cuda:7' in _fails(*base, '--device', 'cuda:7')
+    assert 'not a device name' in _fails(*base, '--device', 'gpu0')
+    assert '--batch_size 0' in _fails(*base, '--batch_size', 0)
+    assert '--toy_size 30' in _fails(*base, '--toy_size', 30)
+    assert '--max_image_pixels -1' in _fails(*base, '--max_image_pixels', -1)
+    (tmp_path / 'ckpt.pth').write_bytes(b'not a checkpoint')
+    assert 'ckpt.pth' in _fails('--checkpoint', tmp_path / 'ckpt.pth', '--dataroot', 'toy', '--metrics', 'gt')
+    data = tmp_path / 'data'
+    for d in ('testA', 'testB'): (data / d).mkdir(parents=True); Image.new('RGB', (16, 16)).save(data / d / 'a.png')
+    (data / 'testA' / 'b.png').write_bytes(b'')                                   # an unreadable image
+    assert 'weights file' in _fails('--checkpoint', run_folder, '--dataroot', data, '--inception_weights', tmp_path / 'none.pth')
+    assert 'b.png: the file is empty' in _fails('--checkpoint', run_folder, '--dataroot', data, '--metrics', 'kid',
+                                                '--device', 'cpu', '--inception_weights', inception_file)
+    r = _cli('--checkpoint', run_folder, '--dataroot', 'toy', '--output', tmp_path / 'missing' / 'r.json')   # a real process
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+    assert r.stderr.startswith('cyclegan_edu_eval: error: --output')

@@ -1,7 +1,13 @@
-"Tests for cyclegan_edu.inference: loading generators, translating any size/kind, pretrained downloads, the CLI."
+"Tests for cyclegan_edu.inference: loading generators, translating any size/kind and speed, pretrained downloads, the CLI."
 import json
+import os
+import shutil
+import struct
 import subprocess
 import sys
+import tempfile
+import warnings
+import zlib
 from pathlib import Path
 
 import pytest
@@ -9,6 +15,9 @@ import torch
 from torch import nn
 from PIL import Image
 
+import cyclegan_edu.checkpoint
+import cyclegan_edu.inference as inference
+from conftest import run_main
 from cyclegan_edu.core import pil_to_tensor
 from cyclegan_edu.inference import (PRETRAINED_MODELS, PRETRAINED_URL, CheckpointReadError, generator_key, load_generator,
                                     load_pretrained, pad_to_multiple, pretrained_cache_dir, read_checkpoint, translate,
@@ -289,48 +298,319 @@ def test_load_pretrained_truncated_or_bad_download_caches_nothing(server, tmp_pa
     assert list(cache.iterdir()) == []
 
 
-# --- command line -----------------------------------------------------------------------------------------------------
 
-def test_cli_end_to_end(tmp_path):
+def test_pretrained_cache_follows_torch_hub_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)  # as in a fresh process: no torch.hub.set_dir() yet
+    monkeypatch.delenv('CYCLEGAN_EDU_CACHE', raising=False)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    assert pretrained_cache_dir() == tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'cyclegan_edu'
+    assert pretrained_cache_dir() == Path(torch.hub.get_dir()) / 'checkpoints' / 'cyclegan_edu'
+    monkeypatch.setenv('CYCLEGAN_EDU_CACHE', str(tmp_path / 'ours'))  # our variable wins over TORCH_HOME
+    assert pretrained_cache_dir() == tmp_path / 'ours' / 'pretrained'
+    assert pretrained_cache_dir(tmp_path / 'mine') == tmp_path / 'mine'  # and cache_dir= over both
+    assert pretrained_cache_dir('~/x') == Path('~/x').expanduser()
+
+
+def test_load_pretrained_default_cache_is_under_torch_home(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    monkeypatch.delenv('CYCLEGAN_EDU_CACHE', raising=False)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
+    torch.save(with_running_stats(tiny_G(ngf=8, n_blocks=9)), server.root / 'horse2zebra.pth')
+    load_pretrained('horse2zebra', url=server.pth_url, device='cpu', progress=False)
+    assert [p.name for p in (tmp_path / 'th' / 'hub' / 'checkpoints' / 'cyclegan_edu').iterdir()] == ['horse2zebra.pth']
+
+
+# --- one checkpoint reader, one generator builder --------------------------------------------------------------------
+
+def test_checkpoint_reader_is_the_checkpoint_modules():
+    assert read_checkpoint is cyclegan_edu.checkpoint.read_checkpoint
+    assert CheckpointReadError is cyclegan_edu.checkpoint.CheckpointReadError
+    assert not hasattr(inference, '_earlier_epochs')
+
+
+def test_run_generators_are_built_by_make_generator(tmp_path, monkeypatch):
+    make_run(tmp_path / 'run')
+    calls = []
+    real = inference.make_generator
+    monkeypatch.setattr(inference, 'make_generator', lambda cfg, key: calls.append((cfg.ngf, cfg.netG, key)) or real(cfg, key))
+    load_generator(tmp_path / 'run', 'BtoA')
+    assert calls == [(4, 'resnet_6blocks', 'G_B')]
+
+
+def test_load_generator_epoch_files_and_wrapper_prefixes(tmp_path):
+    G_A, G_B = make_run(tmp_path / 'run')
+    shutil.copy(tmp_path / 'run' / 'latest.pt', tmp_path / 'run' / 'epoch_3.pt')
+    assert same_net(load_generator(tmp_path / 'run' / 'epoch_3.pt', 'AtoB'), G_A)
+    assert same_net(load_generator(tmp_path / 'run' / 'epoch_3.pt', 'BtoA'), G_B)
+    sd = G_A.state_dict()
+    for prefix in ('module.', '_orig_mod.', 'module._orig_mod.'):
+        torch.save({prefix + k: v for k, v in sd.items()}, tmp_path / 'wrapped.pth')
+        assert same_net(load_generator(tmp_path / 'wrapped.pth'), G_A), prefix
+    ck = torch.load(tmp_path / 'run' / 'latest.pt', weights_only=True)  # a checkpoint whose nets carry the prefixes
+    ck['nets'] = {k: {'module.' + n: v for n, v in d.items()} for k, d in ck['nets'].items()}
+    torch.save(ck, tmp_path / 'prefixed.pt')
+    assert same_net(load_generator(tmp_path / 'prefixed.pt', 'BtoA'), G_B)
+
+
+def test_load_generator_names_the_available_devices(tmp_path):
+    make_run(tmp_path / 'run')
+    with pytest.raises(ValueError, match='available here: cpu'): load_generator(tmp_path / 'run', device='gpu0')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='no such device'): load_generator(tmp_path / 'run', device='cuda')
+
+
+# --- speed options ---------------------------------------------------------------------------------------------------
+
+def test_bf16_and_channels_last_match_float32(G):
+    x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    ref = translate(G, x)
+    # an untrained net on noise is a worst case: every pixel within 3e-2 (about 4 8-bit levels), 5e-3 on average
+    for kw, tol, mean in [(dict(amp='bf16'), 3e-2, 5e-3), (dict(channels_last=True), 1e-5, 1e-6),
+                          (dict(amp='bf16', channels_last=True), 3e-2, 5e-3)]:
+        y = translate(G, x, **kw)
+        assert y.dtype == torch.float32 and y.is_contiguous() and y.shape == ref.shape, kw
+        torch.testing.assert_close(y, ref, rtol=0, atol=tol)
+        assert (y - ref).abs().mean() < mean, (kw, (y - ref).abs().mean())
+    assert not torch.equal(translate(G, x, amp='bf16'), ref)  # bf16 really ran
+    img = translate(G, rand_img(21, 13), amp='bf16', channels_last=True)
+    assert isinstance(img, Image.Image) and img.size == (21, 13)
+
+
+def test_channels_last_leaves_the_weights_values_alone():
+    Gc = tiny_G()
+    before = {k: v.clone() for k, v in Gc.state_dict().items()}
+    translate(Gc, torch.zeros(3, 16, 16), channels_last=True)
+    assert Gc.model[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in Gc.state_dict().items())
+
+
+def test_fp16_off_cuda_warns_and_uses_float32(G):
+    x = torch.rand(3, 16, 16) * 2 - 1
+    with pytest.warns(UserWarning, match='needs a CUDA GPU'): y = translate(G, x, amp='fp16')
+    assert torch.equal(y, translate(G, x))
+    with pytest.raises(ValueError, match="amp='half'"): translate(G, x, amp='half')
+
+
+def test_compile_is_made_once_and_kept_outside_the_state_dict(monkeypatch):
+    made = []
+    real = torch.compile
+    def counting_compile(model, **kw):  # the eager backend: dynamo traces, nothing is compiled to C++ (seconds, not minutes)
+        made.append(model); return real(model, backend='eager')
+    monkeypatch.setattr(torch, 'compile', counting_compile)
+    Gc = tiny_G()
+    keys = list(Gc.state_dict())
+    x = torch.rand(2, 3, 16, 20) * 2 - 1
+    a = translate(Gc, x, compile=True)
+    b = translate(Gc, x, compile=True)
+    c = translate(Gc, x[:1, :, :13, :11], compile=True, amp='bf16', channels_last=True)  # other size and options: same module
+    assert made == [Gc] and list(Gc.state_dict()) == keys
+    torch.testing.assert_close(a, translate(Gc, x), rtol=0, atol=1e-5)
+    assert torch.equal(a, b) and c.shape == (1, 3, 13, 11)
+    assert '_translate_compiled' not in dict(Gc.named_modules())
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+PROG = 'cyclegan_edu_translate: error: '
+
+
+def cli(cwd, *args, preexec_fn=None, env=None):
+    "Run `python -m cyclegan_edu.inference ARGS` in `cwd` (this checkout first on the path)."
+    env = {**os.environ, **(env or {}), 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')])}
+    env.pop('CYCLEGAN_EDU_DEBUG', None)
+    return subprocess.run([sys.executable, '-m', 'cyclegan_edu.inference', *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=180, preexec_fn=preexec_fn, env=env)
+
+
+def main(cwd, *args):
+    "translate_main in this process, run from `cwd`: the same messages and exit status as the console script, faster."
+    import contextlib
+    with contextlib.chdir(cwd): return run_main(translate_main, *args)
+
+
+def one_line_error(r, code, *parts):
+    "Exit status `code`, and stderr is exactly one line `cyclegan_edu_translate: error: …` holding every part."
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith(PROG) and 'Traceback' not in r.stderr, r.stderr
+    for part in parts: assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+def bomb_png(path, w=20000, h=20000):
+    "A tiny PNG whose header claims w×h pixels (400 million: over twice Pillow's limit, a decompression bomb)."
+    def chunk(kind, data): return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+                     + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    "A run folder and a photos folder with two images, a text file and an unreadable image."
     make_run(tmp_path / 'run')
     inp = tmp_path / 'photos'; (inp / 'sub').mkdir(parents=True)
     rand_img(37, 53).save(inp / 'a.png'); rand_img(20, 24, 1).save(inp / 'sub' / 'b.jpg')
     (inp / 'notes.txt').write_text('hello'); (inp / 'broken.png').write_bytes(b'not a png at all')
-    cmd = [sys.executable, '-m', 'cyclegan_edu.inference', '--checkpoint', 'run', '--input', 'photos', '--output', 'out',
-           '--device', 'cpu', '--batch_size', '2']
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert sorted(str(p.relative_to(tmp_path / 'out')) for p in (tmp_path / 'out').rglob('*') if p.is_file()) == ['a.png', 'sub/b.jpg']
-    assert Image.open(tmp_path / 'out' / 'a.png').size == (37, 53) and Image.open(tmp_path / 'out' / 'sub' / 'b.jpg').size == (20, 24)
+    return tmp_path
+
+
+def test_cli_end_to_end(workdir):
+    r = cli(workdir, '--checkpoint', 'run', '--input', 'photos', '--output', 'out', '--device', 'cpu', '--batch_size', '2')
+    assert r.returncode == 0 and r.stderr == '', r.stderr  # no progress bar outside a terminal
+    out = workdir / 'out'
+    assert sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()) == ['a.png', 'sub/b.jpg']
+    assert Image.open(out / 'a.png').size == (37, 53) and Image.open(out / 'sub' / 'b.jpg').size == (20, 24)
     assert 'translated 2 image(s)' in r.stdout and 'skipped 1 non-image file' in r.stdout
     assert 'skipped 1 unreadable image(s): broken.png' in r.stdout
 
 
 def test_cli_help_explains_every_option(capsys):
-    with pytest.raises(SystemExit) as e: translate_main(['--help'])
+    assert translate_main(['--help']) == 0
     out = capsys.readouterr().out
-    assert e.value.code == 0 and out.startswith('usage: cyclegan_edu_translate')
-    for opt in ('--checkpoint', '--pretrained', '--direction', '--input', '--output', '--batch_size', '--device', '--load_size', 'examples:'):
+    assert out.startswith('usage: cyclegan_edu_translate')
+    for opt in ('--checkpoint', '--pretrained', '--direction', '--input', '--output', '--batch_size', '--device', '--load_size',
+                '--amp', '--channels_last', '--compile', '--debug', 'examples:'):
         assert opt in out
 
 
-def test_cli_in_process_options_and_refusals(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_run(tmp_path / 'run')
-    inp = tmp_path / 'photos'; inp.mkdir()
-    rand_img(40, 30).save(inp / 'a.jpg')
-    before = sorted(inp.iterdir())
-    for argv, msg in [(['--output', 'photos'], 'input folder'), (['--output', 'photos/../photos'], 'input folder'),
-                      (['--pretrained', 'horse2zebra', '--direction', 'BtoA', '--output', 'o'], 'zebra2horse'),
-                      (['--checkpoint', 'nothing', '--output', 'o'], 'not found'),
-                      (['--checkpoint', 'run', '--output', 'o', '--batch_size', '0'], 'batch_size')]:
-        if '--checkpoint' not in argv and '--pretrained' not in argv: argv = ['--checkpoint', 'run'] + argv
-        with pytest.raises(SystemExit) as e: translate_main(['--input', 'photos'] + argv)
-        assert e.value.code == 2 and msg in capsys.readouterr().err, argv
-    assert sorted(inp.iterdir()) == before
-    with pytest.raises(SystemExit): translate_main(['--checkpoint', 'run', '--input', 'photos/a.jpg', '--output', 'photos'])
-    assert translate_main(['--checkpoint', 'run', '--input', 'photos/a.jpg', '--output', 'small', '--load_size', '12']) == 0
-    assert Image.open(tmp_path / 'small' / 'a.jpg').size == (16, 12)
-    (inp / 'bad.png').write_bytes(b'')
-    assert translate_main(['--checkpoint', 'run', '--input', 'photos/bad.png', '--output', 'o2']) == 1
-    assert 'skipped 1 unreadable' in capsys.readouterr().out
+def test_cli_early_failures_are_one_line_and_write_nothing(workdir):
+    (workdir / 'a_file').write_text('x')
+    (workdir / 'broken_run').mkdir()
+    (workdir / 'broken_run' / 'latest.pt').write_bytes((workdir / 'run' / 'latest.pt').read_bytes()[:3000])
+    cases = [(['--device', 'gpu0'], 2, ["--device 'gpu0' is not a device name", 'available here: cpu']),
+             (['--output', 'a_file'], 2, ['--output a_file is an existing file']),
+             (['--output', 'a_file/out'], 2, ['a_file is a file, not a folder']),
+             (['--checkpoint', 'nowhere'], 2, ['--checkpoint nowhere: not found']),
+             (['--checkpoint', 'broken_run'], 1, ['could not read broken_run/latest.pt', 'incomplete'])]
+    if not torch.cuda.is_available(): cases.append((['--device', 'cuda'], 2, ['--device cuda: there is no such device', 'available here: cpu']))
+    for extra, code, parts in cases:
+        argv = {'--checkpoint': 'run', '--input': 'photos', '--output': 'out', **dict(zip(extra[::2], extra[1::2]))}
+        r = main(workdir, *[s for kv in argv.items() for s in kv])
+        one_line_error(r, code, *parts)
+        assert not (workdir / 'out').exists() and not (workdir / 'a_file' / 'out').exists(), extra
+    assert (workdir / 'a_file').read_text() == 'x'
+
+
+def test_cli_in_process_refusals(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    before = sorted((workdir / 'photos').rglob('*'))
+    for argv, code, msg in [(['--output', 'photos'], 2, 'input folder'), (['--output', 'photos/../photos'], 2, 'input folder'),
+                            (['--pretrained', 'horse2zebra', '--direction', 'BtoA'], 2, 'for the other way use --pretrained zebra2horse'),
+                            (['--pretrained', 'horse2zebr'], 2, 'unknown model; choose one of: apple2orange'),
+                            (['--batch_size', '0'], 2, '--batch_size 0'), (['--load_size', '0'], 2, '--load_size 0'),
+                            (['--input', 'run'], 2, 'no images'), (['--input', 'nothing'], 2, 'no such file or folder'),
+                            (['--amp', 'fp8'], 2, "invalid choice: 'fp8'")]:
+        if '--pretrained' not in argv: argv = ['--checkpoint', 'run'] + argv
+        full = {'--input': 'photos', '--output': 'o', **dict(zip(argv[::2], argv[1::2]))}
+        assert translate_main([s for kv in full.items() for s in kv]) == code, argv
+        err = capsys.readouterr().err
+        assert msg in err and 'Traceback' not in err, (argv, err)
+        assert not (workdir / 'o').exists()
+    assert sorted((workdir / 'photos').rglob('*')) == before
+    assert translate_main(['--checkpoint', 'run', '--input', 'photos/a.png', '--output', 'photos']) == 2
+    assert translate_main(['--checkpoint', 'run', '--input', 'photos/a.png', '--output', 'small', '--load_size', '12']) == 0
+    assert Image.open(workdir / 'small' / 'a.png').size == (12, 17)
+
+
+@pytest.fixture
+def read_only_dir():
+    "An existing folder nobody can write to: a read-only tmpfs (as root), else a 0o555 folder seen by an unprivileged user."
+    base = Path(tempfile.mkdtemp(prefix='ro_test_')); base.chmod(0o755)
+    ro = base / 'ro'; ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555); yield base, ro, None; ro.chmod(0o755); shutil.rmtree(base); return
+    try: mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(ro)], capture_output=True).returncode == 0
+    except OSError: mounted = False  # no mount command
+    if mounted:
+        try: yield base, ro, None
+        finally: subprocess.run(['umount', str(ro)], check=True); shutil.rmtree(base)
+        return
+    ro.chmod(0o555)  # root ignores file modes: run the command as user 'nobody' (65534), if it can import the package
+    nobody = lambda: os.setuid(65534)
+    try: ok = subprocess.run([sys.executable, '-c', 'import cyclegan_edu.inference'], cwd=base, preexec_fn=nobody, capture_output=True,
+                             env={**os.environ, 'PYTHONPATH': str(REPO), 'HOME': str(base)}).returncode == 0
+    except OSError: ok = False  # e.g. the interpreter itself lies in a folder only root may enter
+    if not ok:
+        shutil.rmtree(base)
+        pytest.skip('needs a read-only folder: mounting a read-only tmpfs failed and user nobody cannot import the package here')
+    yield base, ro, nobody
+    shutil.rmtree(base)
+
+
+def test_cli_read_only_output_is_one_line_and_nothing_is_left(read_only_dir):
+    base, ro, preexec = read_only_dir
+    make_run(base / 'run'); (base / 'photos').mkdir(); rand_img(16, 12).save(base / 'photos' / 'a.png')
+    for p in base.rglob('*'):
+        if p != ro and ro not in p.parents: p.chmod(0o755 if p.is_dir() else 0o644)
+    for out in ('ro', 'ro/new/deeper'):
+        r = cli(base, '--checkpoint', 'run', '--input', 'photos', '--output', out, '--device', 'cpu', preexec_fn=preexec,
+                env={'HOME': str(base)})
+        line = one_line_error(r, 1, f'--output {out} cannot be written')
+        assert 'Read-only file system' in line or 'Permission denied' in line, line
+        assert list(ro.iterdir()) == []
+
+
+def test_cli_unwritable_parent_removes_what_it_created(workdir, monkeypatch, capsys):
+    "The probe creates the output folders, fails on the temp file, and removes the folders it made."
+    monkeypatch.chdir(workdir)
+    def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr(inference.tempfile, 'mkstemp', refuse)
+    assert translate_main(['--checkpoint', 'run', '--input', 'photos', '--output', 'new/deeper/out']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [PROG + '--output new/deeper/out cannot be written (Permission denied): choose a folder you can write to']
+    assert not (workdir / 'new').exists()
+
+
+def test_cli_counts_replaced_files_and_speed_flags(workdir):
+    base = ['--checkpoint', 'run', '--input', 'photos', '--device', 'cpu']
+    r = main(workdir, *base, '--output', 'f32')
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    r = main(workdir, *base, '--output', 'f32', '--amp', 'fp16', '--channels_last')  # fp16 on a CPU: a note, then float32
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == ['note: --amp fp16 needs a CUDA GPU; translating in float32 on cpu (--amp bf16 works on CPUs)',
+                                             '2 existing file(s) in f32 will be replaced']
+    assert 'translated 2 image(s) into f32 (2 replaced)' in r.stdout
+    r = main(workdir, *base, '--output', 'bf16', '--amp', 'bf16')
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    a = pil_to_tensor(Image.open(workdir / 'f32' / 'a.png')); b = pil_to_tensor(Image.open(workdir / 'bf16' / 'a.png'))
+    assert (a - b).abs().max() <= 2 * 2 / 255 + 1e-6  # at most two 8-bit levels apart
+
+
+def test_cli_skips_bad_and_oversized_images(workdir):
+    bomb_png(workdir / 'photos' / 'huge.png')
+    (workdir / 'photos' / 'empty.jpg').write_bytes(b'')
+    r = main(workdir, '--checkpoint', 'run', '--input', 'photos', '--output', 'out', '--device', 'cpu')
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
+    assert 'skipping huge.png: too many pixels' in r.stdout
+    assert 'translated 2 image(s) into out; skipped 1 non-image file(s); skipped 3 unreadable image(s): ' in r.stdout
+    assert sorted(p.name for p in (workdir / 'out').rglob('*') if p.is_file()) == ['a.png', 'b.jpg']
+    only_bad = workdir / 'only_bad'; only_bad.mkdir()
+    bomb_png(only_bad / 'huge.png'); (only_bad / 'x.png').write_bytes(b'junk')
+    r = main(workdir, '--checkpoint', 'run', '--input', 'only_bad', '--output', 'out2', '--device', 'cpu')
+    one_line_error(r, 1, 'no image could be translated: 2 unreadable image(s): huge.png, x.png')
+    assert not (workdir / 'out2').exists()
+
+
+def test_cli_out_of_memory_skips_only_the_image_that_does_not_fit(workdir, monkeypatch, capsys):
+    class SmallMemoryG(ResnetGenerator):  # "runs out of memory" on more than 40×40 pixels at once
+        def forward(self, x):
+            if x.shape[0] * x.shape[-1] * x.shape[-2] > 1600: raise torch.OutOfMemoryError('out of memory (a test)')
+            return super().forward(x)
+    torch.manual_seed(0)
+    monkeypatch.setattr(inference, 'load_generator', lambda *a, **k: SmallMemoryG(ngf=4, n_blocks=1).eval())
+    monkeypatch.chdir(workdir)
+    for name in ('c.png', 'd.png', 'e.png'): rand_img(20, 24).save(workdir / 'photos' / name)  # b.jpg's size: a batch of 4
+    assert translate_main(['--checkpoint', 'run', '--input', 'photos', '--output', 'out', '--batch_size', '4']) == 0
+    out = capsys.readouterr().out
+    assert 'skipping a.png: too large to translate on cpu (out of memory)' in out
+    assert sorted(p.name for p in (workdir / 'out').rglob('*') if p.is_file()) == ['b.jpg', 'c.png', 'd.png', 'e.png']
+
+
+def test_cli_output_inside_input_and_input_inside_output(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    for _ in range(2):  # the second time, the first run's results inside photos/ are not translated again
+        assert translate_main(['--checkpoint', 'run', '--input', 'photos', '--output', 'photos/out']) == 0
+        assert 'translated 2 image(s)' in capsys.readouterr().out
+    assert translate_main(['--checkpoint', 'run', '--input', 'photos/sub', '--output', 'photos']) == 0  # input inside output
+    assert (workdir / 'photos' / 'b.jpg').is_file()

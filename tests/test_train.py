@@ -9,8 +9,11 @@ import torch
 
 from cyclegan_edu import checkpoint as cp, train as tr
 from cyclegan_edu.config import CycleGANConfig
-from cyclegan_edu.run import RunLockedError
+from cyclegan_edu.run import RunLockedError, read_loss_log
 from cyclegan_edu.toy import write_toy_dataset
+from cyclegan_edu.cli import train_main
+
+from conftest import run_main
 
 TINY = ['--ngf', '4', '--ndf', '4', '--quiet']
 
@@ -19,6 +22,11 @@ def cli(*args, timeout=300):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
     return subprocess.run([sys.executable, '-m', 'cyclegan_edu.cli', *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def main(*args):
+    "cyclegan_edu_train's main in this process: the same messages and exit status, without interpreter start-up."
+    return run_main(train_main, *args)
 
 
 def tiny_cfg(tmp_path, **kw):
@@ -53,6 +61,8 @@ def test_sigkill_then_resume(tmp_path):
     ck2 = cp.load_checkpoint(ckpt)
     assert ck2['total_iters'] == done + 5
     assert [h['iter'] for h in ck2['history']][-1] == done + 5
+    logged = [r['iter'] for r in read_loss_log(tmp_path / 'k')]   # records logged after the kill's checkpoint are gone
+    assert logged == [h['iter'] for h in ck2['history']] and len(set(logged)) == len(logged)
 
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -74,28 +84,6 @@ def test_unwritable_checkpoints_dir(tmp_path):
     blocker = tmp_path / 'not_a_folder'; blocker.write_text('x')
     with pytest.raises(cp.CheckpointWriteError, match='writable --checkpoints_dir'):
         tr.Trainer(tiny_cfg(tmp_path, checkpoints_dir=str(blocker)), progress=False, log=None)
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from cyclegan_edu.toy import ToyDataset
-    class Poisoned(ToyDataset):
-        def __getitem__(self, i):
-            item = super().__getitem__(i)
-            if Poisoned.armed: item['A'] = item['A'] * float('nan')
-            return item
-    Poisoned.armed = False
-    monkeypatch.setattr(tr, 'build_dataset', lambda cfg, phase=None: Poisoned(n=6, size=32, phase=phase or 'train'))
-    t = tr.Trainer(tiny_cfg(tmp_path, save_latest_freq=2, n_epochs=3), progress=False, log=None)
-    orig = t.train_step
-    def step(batch):
-        if t.total_iters == 4: Poisoned.armed = True
-        return orig({**batch, 'A': batch['A'] * float('nan')} if Poisoned.armed else batch)
-    t.train_step = step
-    with pytest.raises(tr.TrainingDivergedError, match='last good checkpoint'):
-        t.fit()
-    ck = cp.load_checkpoint(tmp_path / 'run' / 'latest.pt')
-    assert ck['total_iters'] == 4
-    assert all(torch.isfinite(v).all() for v in ck['nets']['G_A'].values())
 
 
 def test_stale_temp_files_and_corrupt_checkpoint(tmp_path):
@@ -122,20 +110,20 @@ def test_folder_dataset_with_workers(tmp_path):
 
 
 def test_cli_bad_input(tmp_path):
-    r = cli('--help'); assert r.returncode == 0 and '--lambda_identity' in r.stdout and '--resume' in r.stdout
-    r = cli('--name', 'x', '--checkpoints_dir', tmp_path, *TINY)
+    r = main('--help'); assert r.returncode == 0 and '--lambda_identity' in r.stdout and '--resume' in r.stdout
+    r = main('--name', 'x', '--checkpoints_dir', tmp_path, *TINY)
     assert r.returncode == 1 and 'no dataroot' in r.stderr
-    r = cli('--dataroot', tmp_path / 'nope', '--checkpoints_dir', tmp_path, *TINY)
+    r = main('--dataroot', tmp_path / 'nope', '--checkpoints_dir', tmp_path, *TINY)
     assert r.returncode == 1 and 'nope' in r.stderr and 'Traceback' not in r.stderr
     root = tmp_path / 'd'; (root / 'trainA').mkdir(parents=True); (root / 'trainB').mkdir()
     write_toy_dataset(tmp_path / 'tmp_imgs', n_train=2, n_test=1, size=32)
     for p in (tmp_path / 'tmp_imgs' / 'trainA').iterdir(): p.rename(root / 'trainA' / p.name)
-    r = cli('--dataroot', root, '--checkpoints_dir', tmp_path, '--crop_size', '32', '--load_size', '32', *TINY)
+    r = main('--dataroot', root, '--checkpoints_dir', tmp_path, '--crop_size', '32', '--load_size', '32', *TINY)
     assert r.returncode == 1 and 'trainB/ is empty' in r.stderr, r.stderr
     (root / 'trainB' / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
-    r = cli('--dataroot', root, '--checkpoints_dir', tmp_path, '--crop_size', '32', '--load_size', '32', '--num_threads', '0', *TINY)
+    r = main('--dataroot', root, '--checkpoints_dir', tmp_path, '--crop_size', '32', '--load_size', '32', '--num_threads', '0', *TINY)
     assert r.returncode == 1 and 'broken.png' in r.stderr, r.stderr
-    r = cli('--dataroot', 'toy', '--netG', 'unet_256', *TINY)
+    r = main('--dataroot', 'toy', '--netG', 'unet_256', *TINY)
     assert r.returncode == 2 and 'invalid choice' in r.stderr
 
 
@@ -152,11 +140,24 @@ def test_one_trainer_per_run(tmp_path):
 def test_grayscale_to_rgb_run(tmp_path):
     "input_nc=1, output_nc=3 on folders: A images load as grayscale, the nets and the sample grid handle both."
     root = write_toy_dataset(tmp_path / 'data', n_train=3, n_test=2, size=32, seed=2)
-    r = cli('--dataroot', root, '--name', 'g', '--checkpoints_dir', tmp_path / 'ck', '--crop_size', '32', '--load_size', '32',
+    r = main('--dataroot', root, '--name', 'g', '--checkpoints_dir', tmp_path / 'ck', '--crop_size', '32', '--load_size', '32',
             '--input_nc', '1', '--lambda_identity', '0', '--n_epochs', '1', '--n_epochs_decay', '0', '--num_threads', '0', *TINY)
     assert r.returncode == 0, r.stderr
     ck = cp.load_checkpoint(tmp_path / 'ck' / 'g' / 'latest.pt')
     assert ck['nets']['G_A']['model.1.weight'].shape[1] == 1 and ck['nets']['G_B']['model.1.weight'].shape[1] == 3
     assert len(list((tmp_path / 'ck' / 'g' / 'images').glob('iter_*.png'))) == 1
-    r = cli('--dataroot', root, '--name', 'g2', '--checkpoints_dir', tmp_path / 'ck', '--input_nc', '1', *TINY)
+    r = main('--dataroot', root, '--name', 'g2', '--checkpoints_dir', tmp_path / 'ck', '--input_nc', '1', *TINY)
     assert r.returncode == 2 and '--lambda_identity 0' in r.stderr   # the identity loss needs equal channels
+
+
+def test_resume_keeps_the_runs_own_options(tmp_path):
+    "`--resume` with only --dataroot and --name continues with the run's saved epochs and loader settings, not the defaults."
+    root = write_toy_dataset(tmp_path / 'data', n_train=3, n_test=1, size=32, seed=4)
+    base = ['--dataroot', root, '--name', 'r', '--checkpoints_dir', tmp_path / 'ck', '--quiet']
+    r = main(*base, '--crop_size', '32', '--load_size', '32', '--netG', 'resnet_6blocks', '--ngf', '4', '--ndf', '4',
+            '--n_epochs', '1', '--n_epochs_decay', '1', '--num_threads', '0', '--max_iters', '2')
+    assert r.returncode == 0, r.stderr
+    r = main(*base, '--resume')
+    assert r.returncode == 0, r.stderr
+    ck = cp.load_checkpoint(tmp_path / 'ck' / 'r' / 'latest.pt')
+    assert (ck['config']['n_epochs_decay'], ck['config']['num_threads'], ck['total_iters'], ck['epoch']) == (1, 0, 6, 3)
