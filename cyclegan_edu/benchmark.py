@@ -220,7 +220,8 @@ def training_table(rows: dict,                      # {variant: time_training ro
     ran = [(v, r) for v, r in rows.items() if not r['skipped']]
     base, out = (ran[0][1]['img_s'] if ran else None), []
     for v, r in ran:
-        name = f"fast ({r['plan']})" if v.split('@')[0] == 'fast' else v.split('@')[0]
+        plan = 'eager float32' if r['plan'].startswith('none') else r['plan']
+        name = f"fast ({plan})" if v.split('@')[0] == 'fast' else v.split('@')[0]
         tf = f"{flops_per_image * r['img_s'] / 1e12:.3g}" if flops_per_image else '–'
         out.append((name, r['batch'], f"{r['it_s']:.3g}", f"{r['img_s']:.3g}", f"{1000 * r['sec_per_iter']:.1f}",
                     f"{r['warmup_s']:.1f}", format_bytes(r['peak_bytes']), tf, f"{r['img_s'] / base:.2f}×"))
