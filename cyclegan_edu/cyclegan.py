@@ -113,7 +113,8 @@ class CycleGANModel:
             losses = self.generator_losses(real_A, real_B, images)
         self._backward_step(sum(losses.values()), self.optimizer_G)  # G_A + G_B + cycle_A + cycle_B + idt_A + idt_B
         self.set_requires_grad([self.netD_A, self.netD_B], True)
-        return losses, images['fake_A'].detach(), images['fake_B'].detach()
+        # float32 whatever the autocast precision, so the pools (and checkpoints) hold the same images under any option
+        return losses, images['fake_A'].detach().float(), images['fake_B'].detach().float()
 
     def query_pools(self, fake_A, fake_B) -> tuple:
         "Swap fakes for older ones from the history pools (python `random`; runs eagerly between the two steps)."

@@ -101,16 +101,22 @@ def make_step(model,             # a CycleGANModel
     return model.optimize_parameters
 
 # %% ../nbs/16_fast.ipynb #c015
+def _make_capturable(opt: torch.optim.Optimizer, device: torch.device):
+    "Switch an Adam optimizer to `capturable` in place: step count and learning rate become device tensors."
+    for g in opt.param_groups:
+        g['capturable'] = True
+        if not isinstance(g['lr'], torch.Tensor): g['lr'] = torch.tensor(float(g['lr']), device=device)  # schedulers fill_ it
+    for st in opt.state.values():
+        if 'step' in st: st['step'] = st['step'].to(device, torch.float32)
+
 class CUDAGraphStep:
     "One iteration as two CUDA graph replays (G step, D step) with the image pool run eagerly between them."
     def __init__(self, model, warmup: int = 3): # iterations run eagerly before recording
         if model.device.type != 'cuda': raise ValueError("CUDA graphs need a CUDA device")
         self.model, self.warmup, self.done, self.key = model, warmup, 0, None
-        m = model
-        m.optimizer_G = m.make_optimizer([p for k in ('G_A', 'G_B') for p in m.nets[k].parameters()], capturable=True)
-        m.optimizer_D = m.make_optimizer([p for k in ('D_A', 'D_B') for p in m.nets[k].parameters()], capturable=True)
-        m.autocast_cache = False  # autocast's weight cache cannot live inside a graph
-        self.side = torch.cuda.Stream(m.device)
+        for opt in model.optimizers.values(): _make_capturable(opt, model.device)  # in place: LR schedulers hold them
+        model.autocast_cache = False  # autocast's weight cache cannot live inside a graph
+        self.side = torch.cuda.Stream(model.device)
 
     def _eager(self):
         s, m = self.side, self.model

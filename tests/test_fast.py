@@ -1,0 +1,291 @@
+"""The speed options change how a training iteration runs, not what it computes: each gives eager float32's losses and
+trained networks within its stated tolerance. plan_speed's fallbacks each say why in one line. A run resumes across
+speed options with the same checkpoint format. The speed benchmark runs end to end. CUDA-only checks skip without a GPU.
+
+Comparing trained networks by their outputs, not weight by weight: Adam turns a gradient within rounding of zero (a
+conv bias right before instance normalisation, which the norm cancels) into a step of up to ±lr, so single weights
+can differ by a few lr while the networks compute the same function."""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+import cyclegan_edu.cyclegan as cg
+from cyclegan_edu import checkpoint as cp, fast
+from cyclegan_edu.config import CycleGANConfig
+from cyclegan_edu.core import seed_everything
+from cyclegan_edu.cyclegan import CycleGANModel
+from cyclegan_edu.fast import SpeedPlan, make_step, plan_speed
+from cyclegan_edu.generator import ResnetGenerator, init_weights
+from cyclegan_edu.train import Trainer, get_scheduler
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs an NVIDIA GPU (CUDA)')
+
+
+def tiny_cfg(**kw):
+    return CycleGANConfig(**{**dict(crop_size=32, load_size=32, ngf=4, ndf=4, netG='resnet_6blocks', pool_size=2), **kw})
+
+
+def batches(n, b=2, size=32, seed=0, device='cpu'):
+    g = torch.Generator().manual_seed(seed)
+    return [{k: (torch.rand(b, 3, size, size, generator=g) * 2 - 1).to(device) for k in 'AB'} for _ in range(n)]
+
+
+def train(plan, n=3, device='cpu', cfg=None, before_step=None):
+    "n iterations from the same start (weights, data and the pool's python random draws); returns (model, losses per step)."
+    seed_everything(0)
+    m = CycleGANModel(cfg or tiny_cfg(), device)
+    if before_step: before_step(m)
+    step, losses = make_step(m, plan), []
+    for batch in batches(n, device=device):
+        m.set_input(batch); losses.append({k: v.item() for k, v in step().items()})
+    return m, losses
+
+
+def compare(ref, other):
+    "Largest relative loss difference over all steps; max and mean |output difference| of the trained generators; D's max."
+    (m0, l0), (m1, l1) = ref, other
+    dl = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-3) for a, b in zip(l0, l1) for k in a)
+    x = batches(1, seed=99, device=m0.device)[0]['A']
+    with torch.no_grad():
+        g = [(m0.nets[k](x).float() - m1.nets[k](x).float()).abs() for k in ('G_A', 'G_B')]
+        d = max((m0.nets[k](x).float() - m1.nets[k](x).float()).abs().max().item() for k in ('D_A', 'D_B'))
+    return dl, max(t.max().item() for t in g), max(t.mean().item() for t in g), d
+
+
+def update_cosine(ref, other):
+    "Cosine similarity between the two models' total weight updates (all networks) since the shared start."
+    seed_everything(0); start = CycleGANModel(ref.cfg)
+    def upd(m): return torch.cat([(p.detach().cpu() - q.detach()).flatten()
+                                  for k in start.nets for p, q in zip(m.nets[k].parameters(), start.nets[k].parameters())])
+    return torch.nn.functional.cosine_similarity(upd(ref), upd(other), dim=0).item()
+
+
+@pytest.fixture(scope='module')
+def eager():
+    return train(SpeedPlan())
+
+
+# --- the same losses and updates, option by option (CPU) ---
+
+def test_channels_last_matches_eager(eager):
+    other = train(SpeedPlan(channels_last=True))
+    dl, g_max, _, d_max = compare(eager, other)
+    assert dl < 1e-5 and g_max < 1e-4 and d_max < 1e-4, (dl, g_max, d_max)  # float32 rounding
+    assert update_cosine(eager[0], other[0]) > 0.99
+    assert other[0].real_A.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_autocast_on_cpu_close_to_eager(eager):
+    other = train(SpeedPlan('bf16'))
+    dl, g_max, g_mean, d_max = compare(eager, other)
+    assert dl < 0.05, dl                              # losses within a few %
+    assert g_mean < 0.05 and g_max < 0.3, (g_mean, g_max)  # outputs in [-1, 1]
+    assert update_cosine(eager[0], other[0]) > 0.7   # the same direction, with bf16's noise
+    assert all(p.dtype == torch.float32 for n in other[0].nets.values() for p in n.parameters())  # weights stay float32
+
+
+def small_generator(cfg, key):
+    "A one-block ResNet generator: every layer type of the official one, compiled faster than six blocks."
+    return init_weights(ResnetGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, n_blocks=1), cfg.init_type, cfg.init_gain)
+
+
+def test_compile_inductor_on_cpu_matches_eager(monkeypatch):
+    """torch.compile with the default (inductor) backend: float32 rounding. Compiling takes about 50 s on a 2-core CPU
+    with an empty compiler cache (a few seconds with a warm one), so the generators have one residual block."""
+    monkeypatch.setattr(cg, 'make_generator', small_generator)
+    ref = train(SpeedPlan())
+    t = time.perf_counter()
+    other = train(SpeedPlan(compile=True))
+    print(f"inductor: compile and 3 iterations took {time.perf_counter() - t:.1f} s")
+    assert isinstance(other[0].G_A, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(other[0].netG_A, torch._dynamo.eval_frame.OptimizedModule)  # checkpoints use the plain module
+    dl, g_max, _, d_max = compare(ref, other)
+    assert dl < 1e-4 and g_max < 1e-4 and d_max < 1e-4, (dl, g_max, d_max)
+    assert set(other[0].state_dict()['nets']['G_A']) == set(ref[0].state_dict()['nets']['G_A'])  # no '_orig_mod.' prefixes
+
+
+# --- plan_speed's fallbacks: one line each ---
+
+def plan(device, **kw):
+    notes = []
+    p = plan_speed(tiny_cfg(**kw), torch.device(device), log=notes.append)
+    assert all('\n' not in n for n in p.notes) and notes == p.notes  # each reason once, on one line
+    return p
+
+
+def test_cuda_graphs_on_cpu_falls_back():
+    p = plan('cpu', cuda_graphs=True)
+    assert not p.cuda_graphs and p.notes == ['--cuda_graphs needs an NVIDIA GPU; training on cpu without it']
+
+
+def test_fp16_on_cpu_falls_back():
+    p = plan('cpu', amp='fp16')
+    assert p.amp == 'none' and len(p.notes) == 1 and '--amp fp16 is for GPUs' in p.notes[0] and '--amp bf16' in p.notes[0]
+
+
+def test_fp16_with_cuda_graphs_drops_the_graphs():
+    p = plan('cuda', amp='fp16', cuda_graphs=True)  # plan_speed reads only the device type: no GPU needed
+    assert p.amp == 'fp16' and not p.cuda_graphs and len(p.notes) == 1 and 'not combined with --cuda_graphs' in p.notes[0]
+
+
+def fake_gpu(monkeypatch, name, capability, bf16):
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda *a, **k: capability)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a, **k: name)
+
+
+def test_bf16_on_a_gpu_without_bf16_uses_fp16(monkeypatch):
+    fake_gpu(monkeypatch, 'Tesla V100', (7, 0), bf16=False)
+    p = plan('cuda', amp='bf16')
+    assert p.amp == 'fp16' and p.notes == ['this GPU has no bf16: using --amp fp16 (with gradient scaling) instead']
+    p = plan('cuda', amp='bf16', cuda_graphs=True)  # and then fp16 drops the graphs: two lines
+    assert (p.amp, p.cuda_graphs, len(p.notes)) == ('fp16', False, 2)
+
+
+def test_fast_on_gpus(monkeypatch):
+    fake_gpu(monkeypatch, 'Tesla T4', (7, 5), bf16=False)
+    p = plan('cuda', fast=True)
+    assert (p.amp, p.channels_last, p.compile, p.cuda_graphs) == ('fp16', True, False, False)
+    assert len(p.notes) == 1 and 'Tesla T4' in p.notes[0] and 'no bf16' in p.notes[0]
+    fake_gpu(monkeypatch, 'NVIDIA A100', (8, 0), bf16=True)
+    p = plan('cuda', fast=True)
+    assert (p.amp, p.channels_last, p.compile, p.cuda_graphs) == ('bf16', True, True, True) and len(p.notes) == 1
+
+
+@pytest.mark.parametrize('native, size, amp, why', [
+    (True, 32, 'none', 'at 32px bf16 is slower than float32'),
+    (True, 128, 'bf16', 'bf16 autocast'),
+    (False, 32, 'none', 'no native bf16 on this CPU'),
+    (False, 128, 'none', 'no native bf16 on this CPU')])
+def test_fast_on_cpu(monkeypatch, native, size, amp, why):
+    monkeypatch.setattr(fast, 'cpu_has_native_bf16', lambda: native)
+    p = plan_speed(tiny_cfg(fast=True, crop_size=size, load_size=size), torch.device('cpu'), log=lambda *a: None)
+    assert p.amp == amp and not (p.channels_last or p.compile or p.cuda_graphs)
+    assert len(p.notes) == 1 and why in p.notes[0] and p.notes[0].startswith('--fast')
+
+
+@pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step\\(\\)` before')
+def test_capturable_switch_keeps_the_scheduler():
+    "CUDA graphs switch the model's own Adam optimizers to capturable in place, so schedulers made before still drive them."
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=2e-4, betas=(0.5, 0.999))
+    sched = get_scheduler(opt, tiny_cfg(n_epochs=1, n_epochs_decay=3))  # what Trainer builds before make_step
+    fast._make_capturable(opt, torch.device('cpu'))
+    lr = opt.param_groups[0]['lr']
+    assert isinstance(lr, torch.Tensor) and opt.param_groups[0]['capturable']
+    sched.step(); sched.step()  # epoch 3 of 1 + 3: factor 1 - 2/4
+    assert opt.param_groups[0]['lr'] is lr and abs(lr.item() - 2e-4 * 0.5) < 1e-10
+
+
+# --- resuming across speed options ---
+
+def keys(obj, prefix=''):
+    "Key paths of nested dicts and lists (list items share one path), with dtype and shape for tensors."
+    if isinstance(obj, dict): return set().union(*(keys(v, f'{prefix}/{k}') for k, v in obj.items())) | {prefix}
+    if isinstance(obj, (list, tuple)): return set().union(*(keys(v, f'{prefix}[]') for v in obj)) | {prefix}
+    if isinstance(obj, torch.Tensor): return {f'{prefix}:{obj.dtype}:{tuple(obj.shape)}'}
+    return {prefix}
+
+
+def run_cfg(tmp_path, name, **kw):
+    base = dict(dataroot='toy', name=name, checkpoints_dir=str(tmp_path), toy_n=4, n_epochs=1, n_epochs_decay=1,
+                num_threads=0, print_freq=1, pool_size=2)
+    return tiny_cfg(**{**base, **kw})
+
+
+SPEED = {'fast': dict(amp='bf16', channels_last=True), 'plain': dict(amp='none', channels_last=False)}
+
+
+@pytest.mark.parametrize('first, then', [('fast', 'plain'), ('plain', 'fast')])
+def test_resume_across_speed_options(tmp_path, first, then):
+    t = Trainer(run_cfg(tmp_path, 'run', max_iters=3, **SPEED[first]), progress=False, log=None)
+    t.fit()
+    ck = cp.load_checkpoint(tmp_path / 'run' / 'latest.pt')
+    assert ck['total_iters'] == 3
+    # the same format whatever the options: a fresh run with the other options saves the same keys, dtypes and shapes
+    Trainer(run_cfg(tmp_path, 'other', max_iters=3, **SPEED[then]), progress=False, log=None).fit()
+    other = cp.load_checkpoint(tmp_path / 'other' / 'latest.pt')
+    assert keys({k: v for k, v in ck.items() if k != 'config'}) == keys({k: v for k, v in other.items() if k != 'config'})
+    # resume with the other options: the weights come back exactly, the new options apply, training continues
+    log = []
+    r = Trainer(run_cfg(tmp_path, 'run', max_iters=6, **SPEED[then]), resume=True, progress=False, log=log.append)
+    assert not any('ignoring the changed' in line for line in log)  # speed options are free to change on resume
+    assert r.speed.amp == SPEED[then]['amp'] and r.speed.channels_last == SPEED[then]['channels_last']
+    for k, net in r.model.nets.items():
+        for n, v in net.state_dict().items(): assert torch.equal(v, ck['nets'][k][n]), (k, n)
+    r.fit()
+    ck2 = cp.load_checkpoint(tmp_path / 'run' / 'latest.pt')
+    assert ck2['total_iters'] == 6 and [h['iter'] for h in ck2['history']] == list(range(1, 7))
+    assert keys({k: v for k, v in ck2.items() if k != 'config'}) == keys({k: v for k, v in ck.items() if k != 'config'})
+    assert any(not torch.equal(ck2['nets']['G_A'][n], v) for n, v in ck['nets']['G_A'].items())  # it trained on
+
+
+# --- the benchmark command ---
+
+def test_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / 'speed.json'
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])}
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'train_speed.py'), '--device', 'cpu', '--size', '32',
+                        '--ngf', '8', '--n_blocks', '6', '--iters', '3', '--windows', '2', '--warmup', '1',
+                        '--variants', 'official', 'bf16', 'fp16', 'channels_last', 'cuda_graphs', 'fast',
+                        '--infer_batch', '1', '2', '--json', str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    print(f"benchmark: {time.perf_counter() - t:.1f} s")
+    assert '| variant | batch | it/s | img/s | ms/iter |' in r.stdout and '| precision | batch | img/s |' in r.stdout
+    res = json.loads(out.read_text())
+    rows = {row['variant']: row for row in res['training']}
+    assert list(rows) == ['official', 'bf16', 'fp16', 'channels_last', 'cuda_graphs', 'fast']
+    assert rows['official']['vs_official'] == 1.0 and rows['official']['batch'] == 1
+    assert 'fp16 is for GPUs' in rows['fp16']['skipped'] and 'needs an NVIDIA GPU' in rows['cuda_graphs']['skipped']
+    for v in ('official', 'bf16', 'channels_last', 'fast'):
+        assert rows[v]['skipped'] is None and rows[v]['finite'] and rows[v]['it_s'] > 0 and rows[v]['tflop_s'] > 0
+    assert res['flops_per_image_iteration'] > 0 and res['settings']['size'] == 32
+    assert sorted((t['batch'], t['amp']) for t in res['translation']) == [(1, 'bf16'), (1, 'none'), (2, 'bf16'), (2, 'none')]
+
+
+def test_benchmark_rejects_an_unknown_variant():
+    r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'train_speed.py'), '--variants', 'bf32'],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])})
+    assert r.returncode == 2 and "'bf32' is not a speed option" in r.stderr
+
+
+# --- CUDA only ---
+
+@CUDA
+def test_cuda_graphs_match_eager_and_follow_the_scheduler():
+    dev = torch.device('cuda')
+    ref = train(SpeedPlan(), n=6, device=dev)
+    seed_everything(0)
+    m = CycleGANModel(tiny_cfg(), dev)
+    scheds = [get_scheduler(o, tiny_cfg(n_epochs=1, n_epochs_decay=1)) for o in m.optimizers.values()]  # before make_step, as Trainer
+    step, losses = make_step(m, SpeedPlan(cuda_graphs=True)), []
+    assert isinstance(step, fast.CUDAGraphStep)
+    for batch in batches(6, device=dev):  # 3 eager warm-up steps, then recorded and replayed
+        m.set_input(batch); losses.append({k: v.item() for k, v in step().items()})
+    dl, g_max, _, d_max = compare(ref, (m, losses))
+    assert dl < 1e-4 and g_max < 1e-4 and d_max < 1e-4, (dl, g_max, d_max)  # the same kernels, launched differently
+    lr = m.optimizer_G.param_groups[0]['lr']
+    assert isinstance(lr, torch.Tensor) and lr.device.type == 'cuda'
+    for s in scheds: s.step()  # epoch 2 of 1 + 1: factor 1 - 1/2
+    assert abs(lr.item() - 1e-4) < 1e-9
+    for s in scheds: s.step()  # epoch 3: factor 0, so a replayed step must leave every weight as it is
+    before = {k: [p.detach().clone() for p in n.parameters()] for k, n in m.nets.items()}
+    m.set_input(batches(1, seed=7, device=dev)[0]); step(); torch.cuda.synchronize()
+    for k, n in m.nets.items():
+        for p, q in zip(n.parameters(), before[k]): assert torch.equal(p, q), k
+
+
+@CUDA
+def test_fp16_with_gradient_scaling_on_cuda():
+    dev = torch.device('cuda')
+    ref = train(SpeedPlan(), n=3, device=dev)
+    other = train(SpeedPlan('fp16'), n=3, device=dev)
+    dl, g_max, g_mean, _ = compare(ref, other)
+    assert dl < 0.05 and g_mean < 0.05, (dl, g_mean)
+    m = other[0]
+    assert m.scaler is not None and m.scaler.get_scale() > 0 and 'scaler' in m.state_dict()
+    assert all(p.dtype == torch.float32 for n in m.nets.values() for p in n.parameters())
