@@ -92,14 +92,19 @@ def small_generator(cfg, key):
     return init_weights(ResnetGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, n_blocks=1), cfg.init_type, cfg.init_gain)
 
 
-def test_compile_inductor_on_cpu_matches_eager(monkeypatch):
-    """torch.compile with the default (inductor) backend: float32 rounding. Compiling takes about 50 s on a 2-core CPU
-    with an empty compiler cache (a few seconds with a warm one), so the generators have one residual block."""
+@pytest.mark.parametrize('backend', ['aot_eager', pytest.param('inductor', marks=pytest.mark.slow)])
+def test_compile_on_cpu_matches_eager(monkeypatch, backend):
+    """torch.compile as --compile applies it: TorchDynamo's graphs and AOTAutograd's backward with eager kernels
+    ('aot_eager', seconds), and with the default inductor backend, which generates C++ kernels: float32 rounding.
+    Inductor takes about 50 s on a 2-core CPU with an empty compiler cache, so it runs with the slow tests; the
+    generators have one residual block either way."""
     monkeypatch.setattr(cg, 'make_generator', small_generator)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda m, **kw: compile_(m, backend=backend, **kw))
     ref = train(SpeedPlan())
     t = time.perf_counter()
     other = train(SpeedPlan(compile=True))
-    print(f"inductor: compile and 3 iterations took {time.perf_counter() - t:.1f} s")
+    print(f"{backend}: compile and 3 iterations took {time.perf_counter() - t:.1f} s")
     assert isinstance(other[0].G_A, torch._dynamo.eval_frame.OptimizedModule)
     assert not isinstance(other[0].netG_A, torch._dynamo.eval_frame.OptimizedModule)  # checkpoints use the plain module
     dl, g_max, _, d_max = compare(ref, other)
