@@ -25,9 +25,10 @@ demo: $(STAMP)
 # tests/test_notebooks.py runs every notebook (as nbdev_test would, from an empty folder, without nbdev);
 # tests/test_preview.py opens every page of the site in headless Chromium.
 # Two test processes with one thread each: no thread oversubscription (the spin-waiting that makes two 2-thread torch
-# processes crawl on 2 cores), and about 1.7x faster than one 2-thread process on the notebooks.
+# processes crawl on 2 cores), and about 1.7x faster than one 2-thread process on the notebooks. The longest tests start
+# first and an idle worker takes tests queued for the other (tests/conftest.py), so both finish together.
 test: $(STAMP) browser
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 # The site preview test needs a headless Chromium (it is skipped, saying why, without one). As root with apt-get,
 # install it when missing, with a local MathJax so the screenshots show typeset math.
