@@ -220,8 +220,9 @@ def _check_downloaded(dataroot: str):
     from cyclegan_edu.data import OFFICIAL_DATASETS
     if dataroot in OFFICIAL_DATASETS and not Path(dataroot).exists() and not (Path('datasets') / dataroot).exists():
         raise ValueError(f"--dataroot {dataroot} is not downloaded yet, and several processes must not download it at once: "
-                         f"download it first (python -c \"from cyclegan_edu.data import download_dataset; "
-                         f"download_dataset('{dataroot}')\", on every machine unless the folder is shared), then start torchrun")
+                         f"download it first with one process, e.g. cyclegan_edu_train --dataroot {dataroot} --name "
+                         f"{dataroot}_download --max_iters 1 (it goes to ./datasets/{dataroot}; on every machine unless that "
+                         "folder is shared), then start torchrun")
 
 # %% ../nbs/17_distributed.ipynb #e_hooks
 TEST_FAIL_ENV = 'CYCLEGAN_EDU_TEST_FAIL'            # test only: 'RANK:STEP:nan', 'RANK:STEP:exit' or 'RANK:STEP:hang'

@@ -148,3 +148,15 @@ def test_device_and_environment_checked_before_starting(monkeypatch):
     with pytest.raises(ValueError, match=r'NVIDIA GPUs \(NCCL\) or CPUs \(gloo\)'): DDPGroup('mps')
     monkeypatch.delenv('RANK')
     with pytest.raises(ValueError, match='start the processes with torchrun'): torchrun_world()
+
+
+def test_an_official_dataset_not_yet_downloaded_is_one_shell_command_away(tmp_path, monkeypatch):
+    from cyclegan_edu.distributed import _check_downloaded
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as e: _check_downloaded('horse2zebra')
+    msg = str(e.value)
+    assert 'not downloaded yet' in msg and 'cyclegan_edu_train --dataroot horse2zebra' in msg and 'python' not in msg, msg
+    assert not (tmp_path / 'datasets').exists()                  # nothing created
+    (tmp_path / 'datasets' / 'horse2zebra').mkdir(parents=True)
+    _check_downloaded('horse2zebra')                              # there: no error
+    _check_downloaded(str(tmp_path / 'my_data'))                  # a folder of the user's: not this check's business
