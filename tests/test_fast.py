@@ -93,6 +93,13 @@ def test_channels_last_matches_eager(eager):
     assert other[0].real_A.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_the_rounding_check_catches_a_small_fault(eager):
+    "same_up_to_rounding is loose enough for a ReLU flip, not for a real fault: one instance norm's eps 1e-5 -> 1e-3."
+    def fault(m): next(mod for mod in m.netD_A.modules() if isinstance(mod, torch.nn.InstanceNorm2d)).eps = 1e-3
+    c = compare(eager, train(SpeedPlan(), before_step=fault))
+    assert not same_up_to_rounding(c) and c.d_mean > 5e-3, c
+
+
 def test_bf16_autocast_on_cpu_close_to_eager(eager):
     other = train(SpeedPlan('bf16'))
     c = compare(eager, other)
