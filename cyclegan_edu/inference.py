@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointReadError, read_checkpoint, strip_wrapper_prefixes
 from .config import CommandError, CycleGANConfig, error_message, make_generator, resolve_device, run_command
 from .core import DownloadError, download_file, pil_to_tensor, tensor_to_pil
+from .fast import SpeedPlan, guarded_forward, has_options
 from .data import BadImageError, is_image_file, load_image
 from .models import generator_from_state_dict, load_generator_state_dict
 
@@ -165,29 +166,39 @@ def _runner(G: nn.Module, compile: bool) -> nn.Module:
     return G.__dict__['_translate_compiled']
 
 def _run(G: nn.Module, xs: list, batch_size: int, device: torch.device,
-         amp: str = 'none', channels_last: bool = False, compile: bool = False) -> list:
-    "Translate (C, H, W) tensors, batching equal sizes; float32 outputs on the CPU in input order."
+         amp: str = 'none', channels_last: bool = False, compile: bool = False,
+         check: bool = True, log=None) -> tuple:
+    """Translate (C, H, W) tensors, batching equal sizes: (float32 outputs on the CPU in input order, the speed plan
+    used). With `check`, the first batch is checked against float32 and failing options are dropped (page 16)."""
     groups = {}
     for i, x in enumerate(xs): groups.setdefault(tuple(x.shape[-2:]), []).append(i)
     mult = _down_factor(G)
     dtype = next((p.dtype for p in G.parameters() if p.is_floating_point()), torch.float32)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if channels_last: G.to(memory_format=torch.channels_last)
-    net = _runner(G, compile)
-    cast = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != 'none' else contextlib.nullcontext()
+    plan = SpeedPlan(amp, channels_last, compile)
+
+    def run(p: SpeedPlan, x: torch.Tensor) -> torch.Tensor:  # (b, C, H, W) -> (b, C_out, H, W) float32, on the device
+        fmt = torch.channels_last if p.channels_last else torch.contiguous_format
+        G.to(memory_format=fmt)
+        cast = torch.autocast(device.type, dtype=AMP_DTYPES[p.amp]) if p.amp != 'none' else contextlib.nullcontext()
+        xp, (top, left, H, W) = pad_to_multiple(x, mult, max(2 * mult, 4))
+        with cast: return _runner(G, p.compile)(xp.contiguous(memory_format=fmt))[..., top:top + H, left:left + W].float()
+
     out, was_training = [None] * len(xs), G.training
     G.eval()
     try:
-        with torch.inference_mode(), cast:
+        with torch.inference_mode():
             for idx in groups.values():
                 for s in range(0, len(idx), batch_size):
                     chunk = idx[s:s + batch_size]
                     x = torch.stack([xs[i] for i in chunk]).to(device, dtype)  # (b, C, H, W)
-                    xp, (top, left, H, W) = pad_to_multiple(x, mult, max(2 * mult, 4))
-                    y = net(xp.contiguous(memory_format=fmt))[..., top:top + H, left:left + W].float().cpu()  # (b, C_out, H, W)
-                    for i, yi in zip(chunk, y): out[i] = yi
+                    if check and has_options(plan):
+                        y, plan = guarded_forward(G, x, plan, run, log or _warn); check = False
+                    else: y = run(plan, x)
+                    for i, yi in zip(chunk, y.cpu()): out[i] = yi
     finally: G.train(was_training)
-    return [o.clone(memory_format=torch.contiguous_format) for o in out]  # ordinary tensors for the caller
+    return [o.clone(memory_format=torch.contiguous_format) for o in out], plan  # ordinary tensors for the caller
+
+def _warn(msg: str): warnings.warn(msg, stacklevel=4)
 
 def translate(G: nn.Module,                            # a generator (e.g. from load_generator)
               images,                                  # PIL image, tensor (C,H,W)/(B,C,H,W) in [-1,1], file, folder, or a list of these
@@ -219,7 +230,7 @@ def translate(G: nn.Module,                            # a generator (e.g. from 
             if not files: raise ValueError(f"no images (.jpg, .png, …) in {p}")
             xs += [_load_as_tensor(f, nc) for f in files]; plan.append(('paths', len(files), None))
         else: raise TypeError(f"cannot translate a {type(item).__name__}: pass PIL images, tensors, file or folder paths, or a list of them")
-    ys, out, k = _run(G, xs, batch_size, dev, amp, channels_last, compile), [], 0
+    (ys, _), out, k = _run(G, xs, batch_size, dev, amp, channels_last, compile), [], 0
     for kind, n, extra in plan:
         part, k = ys[k:k + n], k + n
         if kind == 'pil': out.append(tensor_to_pil(part[0]))
@@ -384,13 +395,19 @@ def _check_output(out: Path, targets: dict):
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or 'out of memory' in str(e)
 
-def _run_or_skip(G: nn.Module, xs: list, batch_size: int, device: torch.device, **speed) -> list:
-    "`_run`; after running out of memory, one image at a time; None for an image too large to translate alone."
-    try: return _run(G, xs, batch_size, device, **speed)
+def _run_or_skip(G: nn.Module, xs: list, batch_size: int, device: torch.device, speed: dict) -> list:
+    """`_run`; after running out of memory, one image at a time; None for an image too large to translate alone.
+    `speed` (amp, channels_last, compile, check) is updated to what the first batch's check kept."""
+    try:
+        ys, plan = _run(G, xs, batch_size, device, **speed, log=_note)
+        speed.update(amp=plan.amp, channels_last=plan.channels_last, compile=plan.compile, check=False)
+        return ys
     except RuntimeError as e:
         if not _is_oom(e): raise
     if device.type == 'cuda': torch.cuda.empty_cache()
-    return [None] if len(xs) == 1 else [y for x in xs for y in _run_or_skip(G, [x], 1, device, **speed)]
+    return [None] if len(xs) == 1 else [y for x in xs for y in _run_or_skip(G, [x], 1, device, speed)]
+
+def _note(msg: str): print(f'note: {msg}', file=sys.stderr)
 
 def _unreadable(e: BaseException) -> str:
     "Why an input image was skipped, in a few words."
@@ -431,7 +448,7 @@ def _translate(argv: list) -> int:
     if n_old: print(f"{n_old} existing file(s) in {out} will be replaced", file=sys.stderr)
     try: G = load_pretrained(a.pretrained, device=dev) if a.pretrained else load_generator(a.checkpoint, a.direction, device=dev)
     except (OSError, ValueError, RuntimeError) as e: raise CommandError(error_message(e), 1) from None
-    speed = dict(amp=amp, channels_last=a.channels_last, compile=a.compile)
+    speed = dict(amp=amp, channels_last=a.channels_last, compile=a.compile, check=True)
     nc, done, replaced, bad = _model_nc(G), 0, 0, []
     with tqdm(total=len(files), unit='img', desc='translating', disable=None) as bar:  # no bar unless in a terminal
         for s in range(0, len(files), a.batch_size):
@@ -444,7 +461,7 @@ def _translate(argv: list) -> int:
                     xs.append(pil_to_tensor(img, nc)); chunk.append(f)
                 except (BadImageError, OSError, ValueError, Image.DecompressionBombError) as e:
                     bad.append(f); bar.write(f'skipping {f.relative_to(root)}: {_unreadable(e)}')
-            try: ys = _run_or_skip(G, xs, a.batch_size, dev, **speed) if xs else []
+            try: ys = _run_or_skip(G, xs, a.batch_size, dev, speed) if xs else []
             except Exception as e:
                 if not a.compile: raise
                 raise CommandError(f"compiling the generator failed ({error_message(e)[:300]}): run again without --compile", 1) from None

@@ -78,6 +78,8 @@ def run_main(main, *args, env: dict | None = None) -> 'subprocess.CompletedProce
 def pytest_configure(config):
     config.addinivalue_line('markers', "slow: a long integration test, run only with CYCLEGAN_EDU_SLOW_TESTS=1 "
                                        "(what it checks is also covered by faster tests)")
+    config.addinivalue_line('markers', "cuda: needs an NVIDIA GPU; skipped without one (`make gpu-check` runs them: "
+                                       "pytest -m cuda)")
 
 
 # The longest tests (30-100 s each on 2 cores), started first: with `make test`'s two workers stealing work from each
@@ -91,7 +93,12 @@ def _rank(item) -> int:
 
 def pytest_collection_modifyitems(config, items):
     import os
+    import torch
     items.sort(key=_rank)  # stable: everything else keeps its order
+    if not torch.cuda.is_available():
+        no_gpu = pytest.mark.skip(reason='needs an NVIDIA GPU (CUDA)')
+        for item in items:
+            if item.get_closest_marker('cuda'): item.add_marker(no_gpu)
     if os.environ.get('CYCLEGAN_EDU_SLOW_TESTS', '') not in ('', '0'): return
     skip = pytest.mark.skip(reason="slow integration test: set CYCLEGAN_EDU_SLOW_TESTS=1 to run it")
     for item in items:

@@ -22,7 +22,7 @@ from cyclegan_edu.generator import ResnetGenerator, init_weights
 from cyclegan_edu.train import Trainer, get_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs an NVIDIA GPU (CUDA)')
+CUDA = pytest.mark.cuda  # skipped without a GPU (conftest); `make gpu-check` runs them
 
 
 def tiny_cfg(**kw):
@@ -290,7 +290,7 @@ def test_cuda_graphs_match_eager_and_follow_the_scheduler():
     m = CycleGANModel(tiny_cfg(), dev)
     scheds = [get_scheduler(o, tiny_cfg(n_epochs=1, n_epochs_decay=1)) for o in m.optimizers.values()]  # before make_step, as Trainer
     step, losses = make_step(m, SpeedPlan(cuda_graphs=True)), []
-    assert isinstance(step, fast.CUDAGraphStep)
+    assert isinstance(step.step, fast.CUDAGraphStep)
     for batch in batches(6, device=dev):  # 3 eager warm-up steps, then recorded and replayed
         m.set_input(batch); losses.append({k: v.item() for k, v in step().items()})
     c = compare(ref, (m, losses))
@@ -316,3 +316,140 @@ def test_fp16_with_gradient_scaling_on_cuda():
     m = other[0]
     assert m.scaler is not None and m.scaler.get_scale() > 0 and 'scaler' in m.state_dict()
     assert all(p.dtype == torch.float32 for n in m.nets.values() for p in n.parameters())
+
+
+# --- the guard: an option that fails is dropped, and the iteration is kept ---
+# Failures are injected at each stage on the CPU: torch.compile raising on its first call (a compiler that raises, as
+# a broken toolchain does), a compiled step computing other losses, mixed precision raising, and the CUDA-graph stage
+# (a stand-in for CUDAGraphStep whose recording raises after the eager warm-up, as a failed capture does: capture
+# itself needs a GPU). After a drop, training must be exactly plain eager training: same weights, bit for bit.
+
+def raising_backend(gm, example_inputs): raise RuntimeError('C++ compile failed (injected)')
+def wrong_backend(gm, example_inputs): return lambda *args: [-o for o in gm(*args)]  # miscompiled: outputs negated
+
+
+class FailingGraphStep:
+    "CUDAGraphStep's schedule on the CPU: `warmup` eager iterations, then the recording fails."
+    def __init__(self, model, warmup=3): self.model, self.warmup, self.done = model, warmup, 0
+    def __call__(self):
+        if self.done >= self.warmup: raise RuntimeError('CUDA error: operation not permitted when stream is capturing (injected)')
+        self.done += 1
+        return self.model.optimize_parameters()
+
+
+@pytest.fixture
+def compile_with(monkeypatch):
+    "compile_with(backend): every torch.compile call uses `backend` (a fresh dynamo, which remembers failures)."
+    def use(backend):
+        real = torch.compile
+        torch._dynamo.reset()
+        monkeypatch.setattr(torch, 'compile', lambda mod, **kw: real(mod, backend=backend))
+    yield use
+    torch._dynamo.reset()
+
+
+def guarded(plan, n=4, before_step=None):
+    "train() with the guard's messages collected: (model, losses, lines)."
+    lines = []
+    seed_everything(0)
+    m = CycleGANModel(tiny_cfg())
+    if before_step: before_step(m)
+    step, losses = make_step(m, plan, log=lines.append), []
+    for batch in batches(n):
+        m.set_input(batch); losses.append({k: v.item() for k, v in step().items()})
+    return m, losses, lines
+
+
+def assert_plain(m, losses, n=4):
+    ref, ref_losses = train(SpeedPlan(), n=n)
+    assert losses == ref_losses
+    for k in ref.nets:
+        for (name, a), b in zip(ref.nets[k].state_dict().items(), m.nets[k].state_dict().values()):
+            assert torch.equal(a, b), (k, name)
+
+
+def test_compile_that_raises_is_dropped(compile_with):
+    compile_with(raising_backend)
+    m, losses, lines = guarded(SpeedPlan(compile=True))
+    assert lines == ['--compile dropped at step 1 (RuntimeError: C++ compile failed (injected)); continuing with '
+                     'none (eager float32) from the same state']
+    assert all(getattr(m, k) is getattr(m, 'net' + k) for k in ('G_A', 'G_B', 'D_A', 'D_B'))  # the plain nets again
+    assert_plain(m, losses)
+
+
+def test_compile_with_wrong_losses_is_dropped(compile_with):
+    compile_with(wrong_backend)
+    m, losses, lines = guarded(SpeedPlan(compile=True))
+    assert len(lines) == 1 and lines[0].startswith('--compile dropped at step 1 (its first step gave loss_'), lines
+    assert 'eager float32' in lines[0] and lines[0].endswith('continuing with none (eager float32) from the same state')
+    assert_plain(m, losses)
+
+
+def test_amp_that_raises_is_dropped_and_channels_last_kept():
+    def broken_bf16(m):
+        plain = m.autocast
+        def autocast():
+            if m.amp != 'none': raise RuntimeError('no bf16 kernel (injected)')
+            return plain()
+        m.autocast = autocast
+    m, losses, lines = guarded(SpeedPlan('bf16', channels_last=True), before_step=broken_bf16)
+    assert lines == ['--amp bf16 dropped at step 1 (RuntimeError: no bf16 kernel (injected)); continuing with '
+                     'channels_last from the same state']
+    assert m.amp == 'none' and m.memory_format == torch.channels_last
+    ref = train(SpeedPlan(channels_last=True), n=4)
+    assert same_up_to_rounding(compare(ref, (m, losses)))
+
+
+def test_graph_capture_failure_drops_the_graphs_after_warmup(monkeypatch):
+    monkeypatch.setattr(fast, 'CUDAGraphStep', FailingGraphStep)
+    m, losses, lines = guarded(SpeedPlan(cuda_graphs=True), n=5)  # plan_speed would refuse graphs on a CPU: the plan is given
+    assert lines == ['--cuda_graphs dropped at step 4 (RuntimeError: CUDA error: operation not permitted when stream is '
+                     'capturing (injected)); continuing with none (eager float32) from the same state']
+    assert_plain(m, losses, n=5)
+
+
+def test_compile_failing_during_the_graph_warmup_is_blamed_not_the_graphs(monkeypatch, compile_with):
+    "A failure before the graphs are recorded is the compiler's: compile goes, the graphs stay (and then fail here too)."
+    monkeypatch.setattr(fast, 'CUDAGraphStep', FailingGraphStep)
+    compile_with(raising_backend)
+    m, losses, lines = guarded(SpeedPlan(compile=True, cuda_graphs=True), n=5)
+    assert [l.split(' (')[0] for l in lines] == ['--compile dropped at step 1', '--cuda_graphs dropped at step 4']
+    assert 'continuing with cuda_graphs' in lines[0]
+    assert_plain(m, losses, n=5)
+
+
+def test_a_working_plan_is_checked_once_then_runs_unguarded(monkeypatch):
+    snaps = []
+    real = fast._snapshot
+    monkeypatch.setattr(fast, '_snapshot', lambda m: snaps.append(1) or real(m))
+    m, losses, lines = guarded(SpeedPlan(channels_last=True), n=4)
+    assert lines == [] and len(snaps) == 1  # only the first iteration is guarded
+    assert same_up_to_rounding(compare(train(SpeedPlan(), n=4), (m, losses)))
+
+
+def test_the_official_way_is_not_guarded():
+    m = CycleGANModel(tiny_cfg())
+    assert make_step(m, SpeedPlan()) == m.optimize_parameters
+
+
+def test_an_error_of_eager_training_itself_is_raised():
+    "Nothing left to drop: the error is the run's own (here, a NaN-free but broken network), not a speed option's."
+    def broken_G(m):
+        def boom(x): raise ValueError('G_A received a batch of the wrong size (injected)')
+        m.netG_A.forward = boom
+    with pytest.raises(ValueError, match='wrong size'):
+        guarded(SpeedPlan(channels_last=True), n=1, before_step=broken_G)
+
+
+def test_trainer_drops_a_failing_compile_and_saves_a_good_checkpoint(tmp_path, compile_with):
+    compile_with(raising_backend)
+    lines = []
+    kw = dict(dataroot='toy', toy_n=4, n_epochs=1, n_epochs_decay=0, print_freq=2, display_freq=100, save_latest_freq=100,
+              checkpoints_dir=str(tmp_path), num_threads=0)
+    t = Trainer(tiny_cfg(name='fast', compile=True, **kw), progress=False, log=lines.append); t.fit()
+    assert sum('--compile dropped at step 1' in l for l in lines) == 1, lines
+    ref = Trainer(tiny_cfg(name='plain', **kw), progress=False, log=lambda *a: None); ref.fit()
+    assert t.total_iters == ref.total_iters == 4
+    a, b = cp.load_checkpoint(tmp_path / 'fast' / 'latest.pt'), cp.load_checkpoint(tmp_path / 'plain' / 'latest.pt')
+    for k in a['nets']:
+        for n in a['nets'][k]: assert torch.equal(a['nets'][k][n], b['nets'][k][n]), (k, n)

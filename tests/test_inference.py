@@ -409,6 +409,36 @@ def test_compile_is_made_once_and_kept_outside_the_state_dict(monkeypatch):
     assert '_translate_compiled' not in dict(Gc.named_modules())
 
 
+def _compile_with(monkeypatch, backend):
+    real = torch.compile
+    torch._dynamo.reset()  # dynamo remembers code it failed to compile
+    monkeypatch.setattr(torch, 'compile', lambda mod, **kw: real(mod, backend=backend))
+
+
+def _raising_backend(gm, example_inputs): raise RuntimeError('C++ compile failed (injected)')
+
+
+@pytest.mark.parametrize('backend, why', [(_raising_backend, 'RuntimeError: C++ compile failed (injected)'),
+                                          (lambda gm, ex: (lambda *a: [-o for o in gm(*a)]), 'differs from float32 by')])
+def test_a_failing_compile_is_dropped_for_translation(monkeypatch, backend, why):
+    "The first batch is checked against float32: a compile that raises or computes something else is dropped, once."
+    _compile_with(monkeypatch, backend)
+    Gc, x = tiny_G(), torch.rand(2, 3, 16, 20) * 2 - 1
+    with pytest.warns(UserWarning) as caught: y = translate(Gc, list(x), compile=True, batch_size=1)  # two batches
+    lines = [str(w.message) for w in caught]
+    assert len(lines) == 1 and lines[0].startswith('--compile dropped for translation (') and why in lines[0], lines
+    assert lines[0].endswith('continuing with none (eager float32)')
+    assert all(torch.equal(a, b) for a, b in zip(y, translate(Gc, list(x), batch_size=1)))
+    torch._dynamo.reset()
+
+
+def test_working_options_pass_the_translation_check():
+    Gc, x = tiny_G(), torch.rand(2, 3, 16, 20) * 2 - 1
+    with warnings.catch_warnings(): warnings.simplefilter('error'); y = translate(Gc, x, amp='bf16', channels_last=True)
+    from cyclegan_edu.fast import OUTPUT_ATOL
+    assert (y - translate(Gc, x)).abs().mean() < OUTPUT_ATOL
+
+
 # --- command line ----------------------------------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
@@ -575,6 +605,17 @@ def test_cli_counts_replaced_files_and_speed_flags(workdir):
     assert r.returncode == 0 and r.stderr == '', r.stderr
     a = pil_to_tensor(Image.open(workdir / 'f32' / 'a.png')); b = pil_to_tensor(Image.open(workdir / 'bf16' / 'a.png'))
     assert (a - b).abs().max() <= 2 * 2 / 255 + 1e-6  # at most two 8-bit levels apart
+
+
+def test_cli_drops_a_failing_compile_with_one_note(workdir, monkeypatch):
+    _compile_with(monkeypatch, _raising_backend)
+    r = main(workdir, '--checkpoint', 'run', '--input', 'photos', '--device', 'cpu', '--output', 'out', '--compile',
+             '--batch_size', '1')
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == ['note: --compile dropped for translation (RuntimeError: C++ compile failed '
+                                             '(injected)); continuing with none (eager float32)'], r.stderr
+    assert 'translated 2 image(s) into out' in r.stdout and (workdir / 'out' / 'a.png').is_file()
+    torch._dynamo.reset()
 
 
 def test_cli_skips_bad_and_oversized_images(workdir):
