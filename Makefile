@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # 2 cores: one torch process at a time, using both.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test install browser export nbdev-test preview help
+.PHONY: demo test install browser export nbdev-test preview gpu-check help
 help:
 	@sed -n '1,3p' Makefile
 
@@ -38,6 +38,12 @@ browser:
 	       && echo "Installing chromium for tests/test_preview.py (apt-get)..." \
 	       && apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libjs-mathjax >/dev/null; } \
 	  || echo "No chromium: tests/test_preview.py will be skipped (install chromium to run it)."
+
+# On a machine with an NVIDIA GPU: every CUDA test and `#| cuda` cell, the speed benchmark at 256², the largest batch,
+# --fast vs eager on quality, walkthroughs 1 and 3 in their GPU-check mode, DDP with NCCL on 2+ GPUs; reports in
+# gpu-check/ (report.md, report.json), exit 1 on any failure. `make test` runs it in its dry mode on the CPU.
+gpu-check: $(STAMP)
+	OMP_NUM_THREADS=$$(nproc) $(BIN)/python tools/gpu_check.py --out gpu-check --budget 480
 
 # Developer conveniences (not needed for the two commands above).
 export: $(STAMP)
