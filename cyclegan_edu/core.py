@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['to_signed', 'to_unit', 'to_8bit', 'pil_to_tensor', 'tensor_to_pil', 'DownloadError', 'download_file',
            'require_optional', 'seed_everything', 'get_device', 'count_parameters', 'Table', 'layer_table',
-           'show_images']
+           'show_images', 'patch_to']
 
 # %% ../nbs/00_core.ipynb #c005
 import http.client, importlib, os, random, tempfile, urllib.error, urllib.request
@@ -161,3 +161,13 @@ def show_images(images,              # tensors (C,H,W)/(B,C,H,W) in [-1, 1], or 
     if suptitle: fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/00_core.ipynb #c029q
+def patch_to(cls: type): # the class that receives the method
+    "Decorator: add the function to `cls` as a method (nbdev pages build a class over several cells)."
+    def add(f):
+        fn = getattr(f, '__func__', f)  # a staticmethod / classmethod keeps its wrapper on the class
+        fn.__qualname__ = f"{cls.__name__}.{fn.__name__}"
+        setattr(cls, fn.__name__, f)
+        return f
+    return add
