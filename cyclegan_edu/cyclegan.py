@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .config import CycleGANConfig, make_discriminator, make_generator
+from .core import patch_to
 from .models import GANLoss, ImagePool
 
 # %% ../nbs/10_cyclegan.ipynb #c007
@@ -50,116 +51,169 @@ class CycleGANModel:
     @property
     def pools(self) -> dict: return {'fake_A': self.fake_A_pool, 'fake_B': self.fake_B_pool}
 
-    def set_input(self, batch: dict):
-        "Take a batch from the dataset; direction BtoA swaps the folders, as in the official code."
-        AtoB = self.cfg.direction == 'AtoB'
-        to = lambda t: t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        self.real_A = to(batch['A' if AtoB else 'B'])  # x
-        self.real_B = to(batch['B' if AtoB else 'A'])  # y
+# %% ../nbs/10_cyclegan.ipynb #c007b
+@patch_to(CycleGANModel)
+def set_input(self, batch: dict):
+    "Take a batch from the dataset; direction BtoA swaps the folders, as in the official code."
+    AtoB = self.cfg.direction == 'AtoB'
+    to = lambda t: t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+    self.real_A = to(batch['A' if AtoB else 'B'])  # x
+    self.real_B = to(batch['B' if AtoB else 'A'])  # y
 
-    def autocast(self):
-        "The mixed-precision region of the step (a no-op unless `amp` is bf16 or fp16)."
-        if self.amp == 'none': return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], cache_enabled=self.autocast_cache)
+@patch_to(CycleGANModel)
+def train(self, mode: bool = True):
+    "Training (`True`) or evaluation mode for all four networks; returns the model."
+    for net in self.nets.values(): net.train(mode)
+    return self
 
-    # --- the maths: compute only ---
-    def forward(self, real_A, real_B) -> dict:
-        "The four translations of one iteration."
-        fake_B = self.G_A(real_A)   # G(x)
-        rec_A = self.G_B(fake_B)    # F(G(x))
-        fake_A = self.G_B(real_B)   # F(y)
-        rec_B = self.G_A(fake_A)    # G(F(y))
-        return {'fake_B': fake_B, 'rec_A': rec_A, 'fake_A': fake_A, 'rec_B': rec_B}
+@patch_to(CycleGANModel)
+def autocast(self):
+    "The mixed-precision region of the step (a no-op unless `amp` is bf16 or fp16)."
+    if self.amp == 'none': return contextlib.nullcontext()
+    return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], cache_enabled=self.autocast_cache)
 
-    def generator_losses(self, real_A, real_B, images: dict) -> dict:
-        "The six weighted terms of L_G (float32, whatever the autocast precision)."
-        c, f = self.cfg, (lambda t: t.float())
-        losses = {'G_A': self.criterionGAN(f(self.D_A_frozen(images['fake_B'])), True),   # D_Y(G(x)) → 1
-                  'G_B': self.criterionGAN(f(self.D_B_frozen(images['fake_A'])), True),   # D_X(F(y)) → 1
-                  'cycle_A': self.criterionCycle(f(images['rec_A']), f(real_A)) * c.lambda_A,
-                  'cycle_B': self.criterionCycle(f(images['rec_B']), f(real_B)) * c.lambda_B}
-        if c.lambda_identity > 0:
-            losses['idt_A'] = self.criterionIdt(f(self.G_A(real_B)), f(real_B)) * c.lambda_B * c.lambda_identity  # G(y) ≈ y
-            losses['idt_B'] = self.criterionIdt(f(self.G_B(real_A)), f(real_A)) * c.lambda_A * c.lambda_identity  # F(x) ≈ x
-        else:
-            losses['idt_A'] = losses['idt_B'] = torch.zeros((), device=real_A.device)
-        return losses
+# %% ../nbs/10_cyclegan.ipynb #c007c
+@patch_to(CycleGANModel)
+def forward(self, real_A, real_B) -> dict:
+    "The four translations of one iteration."
+    fake_B = self.G_A(real_A)   # G(x)     (B, C, H, W) like real_A
+    rec_A = self.G_B(fake_B)    # F(G(x))
+    fake_A = self.G_B(real_B)   # F(y)
+    rec_B = self.G_A(fake_A)    # G(F(y))
+    return {'fake_B': fake_B, 'rec_A': rec_A, 'fake_A': fake_A, 'rec_B': rec_B}
 
-    def discriminator_loss(self, D, real, fake) -> torch.Tensor:
-        "Half the sum of D's losses on a real batch and a (detached) fake batch: the official backward_D_basic, minus the backward."
-        return (self.criterionGAN(D(real).float(), True) + self.criterionGAN(D(fake.detach()).float(), False)) * 0.5
+# %% ../nbs/10_cyclegan.ipynb #c007d
+@patch_to(CycleGANModel)
+def generator_losses(self, real_A, real_B, images: dict) -> dict:
+    "The six weighted terms of L_G (float32, whatever the autocast precision)."
+    c, f = self.cfg, (lambda t: t.float())
+    losses = {'G_A': self.criterionGAN(f(self.D_A_frozen(images['fake_B'])), True),   # D_Y(G(x)) → 1
+              'G_B': self.criterionGAN(f(self.D_B_frozen(images['fake_A'])), True),   # D_X(F(y)) → 1
+              'cycle_A': self.criterionCycle(f(images['rec_A']), f(real_A)) * c.lambda_A,
+              'cycle_B': self.criterionCycle(f(images['rec_B']), f(real_B)) * c.lambda_B}
+    if c.lambda_identity > 0:
+        losses['idt_A'] = self.criterionIdt(f(self.G_A(real_B)), f(real_B)) * c.lambda_B * c.lambda_identity  # G(y) ≈ y
+        losses['idt_B'] = self.criterionIdt(f(self.G_B(real_A)), f(real_A)) * c.lambda_A * c.lambda_identity  # F(x) ≈ x
+    else:
+        losses['idt_A'] = losses['idt_B'] = torch.zeros((), device=real_A.device)
+    return losses
 
-    def discriminator_losses(self, real_A, real_B, fake_A, fake_B) -> dict:
-        "L_{D_Y} (`D_A`: real B vs fake B) and L_{D_X} (`D_B`: real A vs fake A)."
-        return {'D_A': self.discriminator_loss(self.D_A, real_B, fake_B),
-                'D_B': self.discriminator_loss(self.D_B, real_A, fake_A)}
+# %% ../nbs/10_cyclegan.ipynb #c007e
+@patch_to(CycleGANModel)
+def discriminator_loss(self, D, real, fake) -> torch.Tensor:
+    "Half the sum of D's losses on a real batch and a (detached) fake batch: the official backward_D_basic, minus the backward."
+    return (self.criterionGAN(D(real).float(), True) + self.criterionGAN(D(fake.detach()).float(), False)) * 0.5
 
-    # --- backward and optimizer steps ---
-    @staticmethod
-    def set_requires_grad(nets, requires_grad: bool):
-        for net in nets:
-            for p in net.parameters(): p.requires_grad_(requires_grad)
+@patch_to(CycleGANModel)
+def discriminator_losses(self, real_A, real_B, fake_A, fake_B) -> dict:
+    "L_{D_Y} (`D_A`: real B vs fake B) and L_{D_X} (`D_B`: real A vs fake A)."
+    return {'D_A': self.discriminator_loss(self.D_A, real_B, fake_B),
+            'D_B': self.discriminator_loss(self.D_B, real_A, fake_A)}
 
-    def _backward_step(self, loss, optimizer):
-        if self.scaler is None: loss.backward(); optimizer.step()
-        else: self.scaler.scale(loss).backward(); self.scaler.step(optimizer)  # fp16: scaled, skipped on inf/NaN
+# %% ../nbs/10_cyclegan.ipynb #c007f
+@patch_to(CycleGANModel)
+@staticmethod
+def set_requires_grad(nets, requires_grad: bool):
+    "Set `requires_grad` on every parameter of `nets` (the official helper: False freezes them)."
+    for net in nets:
+        for p in net.parameters(): p.requires_grad_(requires_grad)
 
-    def step_G(self, real_A, real_B) -> tuple:
-        "forward + backward_G + Adam step of both generators, with both D frozen; returns (G losses, fake_A, fake_B)."
-        self.set_requires_grad([self.netD_A, self.netD_B], False)
-        self.optimizer_G.zero_grad(set_to_none=True)
-        with self.autocast():
-            images = self.forward(real_A, real_B)
-            losses = self.generator_losses(real_A, real_B, images)
-        self._backward_step(sum(losses.values()), self.optimizer_G)  # G_A + G_B + cycle_A + cycle_B + idt_A + idt_B
-        self.set_requires_grad([self.netD_A, self.netD_B], True)
-        # float32 whatever the autocast precision, so the pools (and checkpoints) hold the same images under any option
-        return losses, images['fake_A'].detach().float(), images['fake_B'].detach().float()
+@patch_to(CycleGANModel)
+def _backward(self, loss):
+    "loss.backward(), through the fp16 gradient scaler when there is one."
+    if self.scaler is None: loss.backward()
+    else: self.scaler.scale(loss).backward()
 
-    def query_pools(self, fake_A, fake_B) -> tuple:
-        "Swap fakes for older ones from the history pools (python `random`; runs eagerly between the two steps)."
-        return self.fake_A_pool.query(fake_A), self.fake_B_pool.query(fake_B)
+@patch_to(CycleGANModel)
+def backward_G(self, losses: dict) -> torch.Tensor:
+    "The official backward_G's backward: L_G, the sum of the six G terms, backpropagated; returns L_G."
+    loss_G = sum(losses.values())  # G_A + G_B + cycle_A + cycle_B + idt_A + idt_B
+    self._backward(loss_G)
+    return loss_G
 
-    def step_D(self, real_A, real_B, fake_A, fake_B) -> dict:
-        "backward_D_A + backward_D_B and the Adam step of both discriminators; returns the D losses."
-        self.optimizer_D.zero_grad(set_to_none=True)
-        with self.autocast():
-            losses = self.discriminator_losses(real_A, real_B, fake_A, fake_B)
-        self._backward_step(losses['D_A'] + losses['D_B'], self.optimizer_D)
-        return losses
+@patch_to(CycleGANModel)
+def backward_D_basic(self, D, real, fake) -> torch.Tensor:
+    "The official backward_D_basic: D's halved loss on real vs (detached) fake, then its backward; returns the loss."
+    with self.autocast(): loss_D = self.discriminator_loss(D, real, fake)
+    self._backward(loss_D)
+    return loss_D
 
-    def optimize_parameters(self) -> dict:
-        "One training iteration, as the official code: forward + G step (D frozen), pool query, D step; returns the losses."
-        loss_G, fake_A, fake_B = self.step_G(self.real_A, self.real_B)  # forward, backward_G, optimizer_G.step()
-        fake_A, fake_B = self.query_pools(fake_A, fake_B)                # history of generated images
-        loss_D = self.step_D(self.real_A, self.real_B, fake_A, fake_B)  # backward_D_A, backward_D_B, optimizer_D.step()
-        if self.scaler is not None: self.scaler.update()
-        self.losses = {k: {**loss_G, **loss_D}[k] for k in self.loss_names}
-        return self.losses
+@patch_to(CycleGANModel)
+def backward_D_A(self, real_B, fake_B) -> torch.Tensor:
+    "L_{D_Y}: D_A on real B images vs (pooled) fake B images, and its backward."
+    return self.backward_D_basic(self.D_A, real_B, fake_B)
 
-    def current_losses(self) -> torch.Tensor:
-        "The eight losses of the last iteration as one detached tensor in `loss_names` order (no GPU sync)."
-        return torch.stack([self.losses[n].detach().float() for n in self.loss_names])
+@patch_to(CycleGANModel)
+def backward_D_B(self, real_A, fake_A) -> torch.Tensor:
+    "L_{D_X}: D_B on real A images vs (pooled) fake A images, and its backward."
+    return self.backward_D_basic(self.D_B, real_A, fake_A)
 
-    def train(self, mode: bool = True):
-        for net in self.nets.values(): net.train(mode)
-        return self
+# %% ../nbs/10_cyclegan.ipynb #c007g
+@patch_to(CycleGANModel)
+def _optimizer_step(self, optimizer):
+    "optimizer.step(), through the fp16 gradient scaler when there is one (skipped on inf/NaN gradients)."
+    if self.scaler is None: optimizer.step()
+    else: self.scaler.step(optimizer)
 
-    # --- state ---
-    def state_dict(self) -> dict:
-        "Networks, optimizers, pools (and the fp16 loss scale): the same format whatever the speed options."
-        sd = {'nets': {k: n.state_dict() for k, n in self.nets.items()},
-              'optimizers': {k: _portable(o.state_dict()) for k, o in self.optimizers.items()},
-              'pools': {k: p.state_dict() for k, p in self.pools.items()}}
-        if self.scaler is not None: sd['scaler'] = self.scaler.state_dict()
-        return sd
+@patch_to(CycleGANModel)
+def step_G(self, real_A, real_B) -> tuple:
+    "forward + backward_G + Adam step of both generators, with both D frozen; returns (G losses, fake_A, fake_B)."
+    self.set_requires_grad([self.netD_A, self.netD_B], False)
+    self.optimizer_G.zero_grad(set_to_none=True)
+    with self.autocast():
+        images = self.forward(real_A, real_B)
+        losses = self.generator_losses(real_A, real_B, images)
+    self.backward_G(losses)
+    self._optimizer_step(self.optimizer_G)
+    self.set_requires_grad([self.netD_A, self.netD_B], True)
+    # float32 whatever the autocast precision, so the pools (and checkpoints) hold the same images under any option
+    return losses, images['fake_A'].detach().float(), images['fake_B'].detach().float()
 
-    def load_state_dict(self, sd: dict):
-        "Restore `state_dict()` output, whatever speed options it was saved with."
-        for k, n in self.nets.items(): n.load_state_dict(sd['nets'][k])
-        for k, o in self.optimizers.items(): _load_optimizer(o, sd['optimizers'][k])
-        for k, p in self.pools.items(): p.load_state_dict(sd['pools'][k])
-        if self.scaler is not None and 'scaler' in sd: self.scaler.load_state_dict(sd['scaler'])
+@patch_to(CycleGANModel)
+def query_pools(self, fake_A, fake_B) -> tuple:
+    "Swap fakes for older ones from the history pools (python `random`; runs eagerly between the two steps)."
+    return self.fake_A_pool.query(fake_A), self.fake_B_pool.query(fake_B)
+
+@patch_to(CycleGANModel)
+def step_D(self, real_A, real_B, fake_A, fake_B) -> dict:
+    "backward_D_A + backward_D_B and the Adam step of both discriminators; returns the D losses."
+    self.optimizer_D.zero_grad(set_to_none=True)
+    losses = {'D_A': self.backward_D_A(real_B, fake_B), 'D_B': self.backward_D_B(real_A, fake_A)}
+    self._optimizer_step(self.optimizer_D)
+    return losses
+
+@patch_to(CycleGANModel)
+def optimize_parameters(self) -> dict:
+    "One training iteration, as the official code: forward + G step (D frozen), pool query, D step; returns the losses."
+    loss_G, fake_A, fake_B = self.step_G(self.real_A, self.real_B)  # forward, backward_G, optimizer_G.step()
+    fake_A, fake_B = self.query_pools(fake_A, fake_B)                # history of generated images
+    loss_D = self.step_D(self.real_A, self.real_B, fake_A, fake_B)  # backward_D_A, backward_D_B, optimizer_D.step()
+    if self.scaler is not None: self.scaler.update()
+    self.losses = {k: {**loss_G, **loss_D}[k] for k in self.loss_names}
+    return self.losses
+
+@patch_to(CycleGANModel)
+def current_losses(self) -> torch.Tensor:
+    "The eight losses of the last iteration as one detached tensor in `loss_names` order (no GPU sync)."
+    return torch.stack([self.losses[n].detach().float() for n in self.loss_names])
+
+# %% ../nbs/10_cyclegan.ipynb #c007h
+@patch_to(CycleGANModel)
+def state_dict(self) -> dict:
+    "Networks, optimizers, pools (and the fp16 loss scale): the same format whatever the speed options."
+    sd = {'nets': {k: n.state_dict() for k, n in self.nets.items()},
+          'optimizers': {k: _portable(o.state_dict()) for k, o in self.optimizers.items()},
+          'pools': {k: p.state_dict() for k, p in self.pools.items()}}
+    if self.scaler is not None: sd['scaler'] = self.scaler.state_dict()
+    return sd
+
+@patch_to(CycleGANModel)
+def load_state_dict(self, sd: dict):
+    "Restore `state_dict()` output, whatever speed options it was saved with."
+    for k, n in self.nets.items(): n.load_state_dict(sd['nets'][k])
+    for k, o in self.optimizers.items(): _load_optimizer(o, sd['optimizers'][k])
+    for k, p in self.pools.items(): p.load_state_dict(sd['pools'][k])
+    if self.scaler is not None and 'scaler' in sd: self.scaler.load_state_dict(sd['scaler'])
 
 def _portable(osd: dict) -> dict:
     "An optimizer state_dict with plain-float learning rates and `capturable` off (loadable by any configuration)."
