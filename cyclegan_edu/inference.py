@@ -148,6 +148,7 @@ def _check_tensor(t: torch.Tensor, nc: int):
         raise ValueError(f"image tensors must hold values in [-1, 1]; this one reaches {t.abs().max().item():.4g}. "
                          "Scale [0, 1] images with cyclegan_edu.core.to_signed, or 0–255 ones with t / 127.5 - 1")
 
+# %% ../nbs/18_inference.ipynb #c031b
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 def _amp_for(amp: str, device: torch.device) -> str:
@@ -200,6 +201,7 @@ def _run(G: nn.Module, xs: list, batch_size: int, device: torch.device,
 
 def _warn(msg: str): warnings.warn(msg, stacklevel=4)
 
+# %% ../nbs/18_inference.ipynb #c031c
 def translate(G: nn.Module,                            # a generator (e.g. from load_generator)
               images,                                  # PIL image, tensor (C,H,W)/(B,C,H,W) in [-1,1], file, folder, or a list of these
               batch_size: int = 4,                     # images of equal size translated together
@@ -305,6 +307,7 @@ def _resize_shorter(img: Image.Image, size: int) -> Image.Image:
     s = size / min(w, h)
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
 
+# %% ../nbs/18_inference.ipynb #c056b
 def _translate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='cyclegan_edu_translate', formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -351,6 +354,7 @@ def _translate_parser() -> argparse.ArgumentParser:
     p.add_argument('--debug', action='store_true', help='show the full traceback of an error (also: CYCLEGAN_EDU_DEBUG=1)')
     return p
 
+# %% ../nbs/18_inference.ipynb #c056e
 def _inputs(inp: Path, out: Path) -> tuple:
     "(image files, number of other files, root) of --input; when --output lies inside the input folder, its files are left out."
     if not inp.is_dir(): return [inp], 0, inp.parent
@@ -392,6 +396,7 @@ def _check_output(out: Path, targets: dict):
             try: c.rmdir()
             except OSError: pass
 
+# %% ../nbs/18_inference.ipynb #c056c
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or 'out of memory' in str(e)
 
@@ -415,6 +420,7 @@ def _unreadable(e: BaseException) -> str:
         return 'too many pixels (over the decompression-bomb limit)'
     return f"not a readable image ({type(e.__cause__ or e).__name__})"
 
+# %% ../nbs/18_inference.ipynb #c056d
 def _translate(argv: list) -> int:
     p = _translate_parser()
     a = p.parse_args(argv)
