@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import CycleGANConfig, resolve_device
-from .core import seed_everything
+from .core import patch_to, seed_everything
 from .cyclegan import CycleGANModel
 from .checkpoint import (CheckpointReadError, CheckpointWriteError, atomic_save, first_non_finite,
                                      load_checkpoint, rng_state, save_official_nets, set_rng_state)
@@ -108,11 +108,7 @@ class SingleProcess:
     def wrap(self, model): pass                          # DDP wraps the networks here
     def barrier(self): pass
 
-_FREE = {'n_epochs', 'n_epochs_decay', 'max_iters', 'max_minutes', 'print_freq', 'display_freq', 'save_latest_freq',
-         'save_epoch_freq', 'num_threads', 'device', 'checkpoints_dir', 'name', 'dataroot', 'amp', 'channels_last',
-         'compile', 'cuda_graphs', 'fast', 'logger', 'wandb_project_name', 'skip_bad_images', 'max_image_pixels'}
-_SESSION = {'max_iters', 'max_minutes', 'device', 'checkpoints_dir', 'name', 'dataroot'}  # this invocation's, never the saved ones
-
+# %% ../nbs/13_train.ipynb #c033b
 class Trainer:
     "Runs CycleGAN training for a config: `Trainer(cfg).fit()`; `Trainer(cfg, resume=True)` continues a run."
     def __init__(self, cfg: CycleGANConfig,
@@ -145,213 +141,236 @@ class Trainer:
         try: self._setup(ck, live)
         except BaseException: self.run.release(); raise
 
-    def _checkpoint(self, resume, epoch):
-        latest = self.run_dir / 'latest.pt'
-        path = latest if str(epoch) == 'latest' else self.run_dir / f'epoch_{epoch}.pt'
-        if resume and path != latest and not path.exists():
-            found = sorted(p.name for p in self.run_dir.glob('epoch_*.pt')) if self.run_dir.is_dir() else []
-            raise FileNotFoundError(f"--epoch {epoch}: there is no {path}; checkpoints there: {found or 'none'}")
-        if resume and path.exists(): return load_checkpoint(path)
-        if latest.exists():
-            raise FileExistsError(f"{self.run_dir} already holds a training run (latest.pt): pass --resume to continue it, "
-                                  "or choose another --name")
-        return None
-
-    def _resumed_config(self, cfg, ck, explicit=None):
-        "The run's saved options, updated with the given ones that do not change the maths (epochs, frequencies, speed …) and this session's limits and device."
-        saved = CycleGANConfig.from_dict(ck['config'])
-        given = set(f for f in cfg.to_dict()) if explicit is None else set(explicit)
-        changed = {k: v for k, v in cfg.to_dict().items() if k in given and k not in _FREE and v != getattr(saved, k)}
-        if changed: self.log(f"resuming with the run's saved options; ignoring the changed {changed}")
-        return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in (_FREE & given) | _SESSION}})
-
-    def _setup(self, ck, live):
-        c, d = self.cfg, self.dist
-        self.sampler = EpochSampler(len(self.dataset), c.seed, shuffle=not c.serial_batches, rank=d.rank, world_size=d.world_size)
-        self.loader = torch.utils.data.DataLoader(
-            SeededItems(self.dataset), batch_size=c.batch_size, sampler=self.sampler, num_workers=c.num_threads,
-            pin_memory=self.device.type == 'cuda', persistent_workers=c.num_threads > 0,
-            generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
-        self.model = CycleGANModel(c, self.device)
-        self.schedulers = {k: get_scheduler(o, c) for k, o in self.model.optimizers.items()}
-        self.speed = plan_speed(c, self.device, self.log, distributed=d.world_size > 1)
-        self.step = make_step(self.model, self.speed, d)
-        self.epoch, self.epoch_iter, self.total_iters, self.history, self.saved_iter = c.epoch_count, 0, 0, [], None
-        self.epoch_samples = 0  # images of this epoch trained on, all processes together (where a resume continues)
-        self.iters_per_epoch = math.ceil(self.sampler.per_rank / c.batch_size)
-        self._buf = []
-        if ck is not None: self._restore(ck)
-        else: self.run.write_config(c.to_dict()); self.run.rewrite_loss_log([])
-        start_trackers(self.run, (['notebook'] if live else []) + list(c.logger), c.to_dict(), c.wandb_project_name)
-
-    # --- checkpoints ---
-    def state_dict(self) -> dict:
-        "The full training state: what `latest.pt` holds."
-        return {'format': 'cyclegan_edu', 'version': 1, 'config': self.cfg.to_dict(),
-                'epoch': self.epoch, 'epoch_iter': self.epoch_iter, 'total_iters': self.total_iters,
-                'epoch_samples': min(self.epoch_samples, len(self.dataset)), 'world_size': self.dist.world_size,
-                **self.model.state_dict(),
-                'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
-                'rng': rng_state(), 'history': self.history}
-
-    def _restore(self, ck: dict):
-        self.model.load_state_dict(ck)
-        for k, s in self.schedulers.items(): s.load_state_dict(ck['schedulers'][k])
-        self.epoch, self.total_iters = ck['epoch'], ck['total_iters']
-        self.epoch_samples = ck.get('epoch_samples', ck['epoch_iter'] * self.cfg.batch_size)  # older checkpoints: one process
-        self.sampler.set_epoch(self.epoch, start=self.epoch_samples)  # the iterations left depend on the world size
-        self.epoch_iter = self.iters_per_epoch - math.ceil(len(self.sampler) / self.cfg.batch_size)
-        self.history, self.saved_iter = list(ck.get('history', [])), ck['total_iters']
-        self.run.rewrite_loss_log(self.history)  # records logged after this checkpoint are dropped: they will be redone
-        r, others = self.dist.rank, ck.get('other_ranks', [])  # each process's pools and random state (several processes)
-        if r == 0: set_rng_state(ck['rng'])
-        elif r <= len(others):
-            for k, p in self.model.pools.items(): p.load_state_dict(others[r - 1]['pools'][k])
-            set_rng_state(others[r - 1]['rng'])
-        # else: a process the checkpoint has no state for starts from rank 0's pools with its own random stream
-        saved_ws = ck.get('world_size', 1)
-        self.log(f"resumed {self.run_dir} at epoch {self.epoch}, iteration {self.total_iters}" + (
-            '' if saved_ws == self.dist.world_size else f" (saved by {saved_ws} process(es), continuing with "
-            f"{self.dist.world_size}: the epoch continues at image {self.epoch_samples} of {len(self.dataset)})"))
-
-    def _kept(self) -> str:
-        if self.saved_iter is None: return "no checkpoint had been saved yet"
-        return f"the last good checkpoint ({self.run_dir / 'latest.pt'}, iteration {self.saved_iter}) is kept"
-
-    def save(self, finished_epoch: int | None = None):
-        "Check losses and weights, then write latest.pt (and epoch_N.pt after finished epoch N) and latest_net_*.pth."
-        self.flush_losses()
-        bad = first_non_finite(self.model.nets)
-        if self.dist.any(bad is not None):
-            raise TrainingDivergedError(f"the weights became NaN or infinite ({bad or 'on another process'}) by iteration "
-                                        f"{self.total_iters}; nothing was saved. Training stopped; {self._kept()}. Try a lower --lr")
-        if self.dist.world_size > 1:  # every process has its own pools and random state; rank 0 saves them all
-            ranks = self.dist.gather({'rng': rng_state(), 'pools': {k: p.state_dict() for k, p in self.model.pools.items()}})
-        if self.dist.is_main:
-            state = self.state_dict()
-            if self.dist.world_size > 1: state['other_ranks'] = ranks[1:]
-            atomic_save(state, self.run_dir / 'latest.pt')
-            if finished_epoch: atomic_save(state, self.run_dir / f'epoch_{finished_epoch}.pt')
-            save_official_nets(self.run_dir, self.model.nets)
-        self.saved_iter = self.total_iters
-
-    # --- losses ---
-    def flush_losses(self) -> dict | None:
-        "Read the buffered losses back (one GPU sync), averaged over the processes; check them, log the window's mean."
-        if not self._buf: return None
-        vals = self.dist.average(torch.stack(self._buf)).cpu(); n = len(self._buf); self._buf.clear()
-        bad = ~torch.isfinite(vals)
-        if self.dist.any(bool(bad.any())):
-            if bad.any():
-                r, j = (int(i) for i in bad.nonzero()[0])  # the first bad value, in iteration order
-                what = f"loss_{self.model.loss_names[j]} became {vals[r, j].item()} at iteration {self.total_iters - n + r + 1}"
-            else: what = f"a loss became NaN or infinite on another process by iteration {self.total_iters}"
-            raise TrainingDivergedError(f"{what} (epoch {self.epoch}). Training stopped; {self._kept()}. Try a lower "
-                                        "--lr, check the images for NaN/inf, or --resume with another --seed")
-        rec = {'epoch': self.epoch, 'iter': self.total_iters, 'lr': float(self.model.optimizer_G.param_groups[0]['lr']),
-               **{k: round(v, 5) for k, v in zip(self.model.loss_names, vals.mean(0).tolist())}}
-        self.history.append(rec)
-        self.run.append_losses(rec)
-        return rec
-
-    # --- samples ---
-    def _fixed_samples(self, n: int) -> dict:
-        "A few fixed A and B images (test split if there is one) for the sample grids."
-        try: ds = build_dataset(self.cfg, 'test')
-        except (FileNotFoundError, ValueError): ds = self.dataset
-        n = min(n, len(ds)); items = [SeededItems(ds)[(i, i)] for i in range(n)]
-        return {k: torch.stack([it[k] for it in items]) for k in ('A', 'B')}
-
-    @torch.no_grad()
-    def sample_grid(self) -> torch.Tensor:
-        "Rows: fixed samples; columns: real_A, fake_B, rec_A, real_B, fake_A, rec_B (n, 6, C, H, W) in [-1, 1]."
-        m = self.model; m.train(False)
-        A, B = self.samples['A'].to(self.device), self.samples['B'].to(self.device)
-        if self.cfg.direction == 'BtoA': A, B = B, A
-        fake_B, fake_A = m.netG_A(A), m.netG_B(B)
-        cols = [A, fake_B, m.netG_B(fake_B), B, fake_A, m.netG_A(fake_A)]
-        rows = torch.stack([t.float().expand(-1, 3, -1, -1) if t.shape[1] == 1 else t.float() for t in cols], 1)
-        m.train(True)
-        return rows.cpu()
-
-    def report(self, extra_html: str = ''):
-        "Save a sample grid and rewrite the run page (rank 0 only)."
-        if not self.dist.is_main: return
-        self.run.save_grid(self.sample_grid(), self.model.visual_names, self.total_iters)
-        self.run.write_page(extra_html)
-
-    # --- training ---
-    def train_step(self, batch: dict) -> torch.Tensor:
-        "One iteration on one batch; returns the eight losses as a tensor on the device (no sync)."
-        self.model.set_input(batch)
-        self.step()
-        return self.model.current_losses()
-
-    def _stop_reason(self) -> str | None:
-        c = self.cfg
-        if c.max_iters and self.total_iters >= c.max_iters: return f"--max_iters {c.max_iters}"
-        late = bool(c.max_minutes) and time.monotonic() - self._t0 >= c.max_minutes * 60
-        if c.max_minutes and self.dist.any(late): return f"--max_minutes {c.max_minutes:g}"
-        return None
-
-    def _epoch(self, ibar) -> str | None:
-        "Train the rest of the current epoch; returns why it stopped early, or None at the epoch's end."
-        c = self.cfg
-        self.sampler.set_epoch(self.epoch, start=self.epoch_samples)
-        for batch in self.loader:
-            self._buf.append(self.train_step(batch))
-            self.epoch_iter += 1; self.total_iters += 1; self.epoch_samples += len(batch['A']) * self.dist.world_size
-            ibar.update(1)
-            if self.total_iters % c.print_freq == 0:
-                rec = self.flush_losses()
-                ibar.set_postfix({k: f'{rec[k]:.3f}' for k in ('D_A', 'G_A', 'cycle_A', 'D_B', 'G_B', 'cycle_B')}, refresh=False)
-            if self.total_iters % c.display_freq == 0: self.report()
-            stop = self._stop_reason()
-            if stop or self.total_iters % c.save_latest_freq == 0: self.save()
-            if stop: return stop
-        # end of epoch, in the official order: losses → learning rate → save
-        self.flush_losses()
-        metric = np.mean([h['G_A'] + h['G_B'] + h['cycle_A'] + h['cycle_B'] for h in self.history[-10:]]) if self.history else 0.0
-        for s in self.schedulers.values(): s.step(metric) if c.lr_policy == 'plateau' else s.step()
-        done, self.epoch, self.epoch_iter, self.epoch_samples = self.epoch, self.epoch + 1, 0, 0
-        self.save(done if done % c.save_epoch_freq == 0 else None)
-        return None
-
-    def fit(self) -> list:
-        "Train until the last epoch (or max_iters / max_minutes); returns the loss history."
-        c = self.cfg
-        try:
-            if self.epoch > c.total_epochs or (c.max_iters and self.total_iters >= c.max_iters):
-                self.log(f"{self.run_dir} is complete ({self.total_iters} iterations"
-                         + (f", --max_iters {c.max_iters}" if c.max_iters and self.epoch <= c.total_epochs else
-                            f", {c.total_epochs} epochs") + "); nothing to train")
-                return self.history
-            diff = {k: v for k, v in c.diff().items() if k not in ('name',)}
-            self.log(f"training {self.run_dir} on {self.device} | options changed from the defaults: {diff or 'none'}")
-            self.log(f"{len(self.dataset)} images per epoch, batch {c.batch_size}"
-                     + (f" on each of {self.dist.world_size} processes ({c.batch_size * self.dist.world_size} images per step)"
-                        if self.dist.world_size > 1 else '')
-                     + f": {self.iters_per_epoch} iterations per epoch, epochs {self.epoch}..{c.total_epochs}")
-            self.model.train(True)
-            self._t0, stop = time.monotonic(), None
-            ebar = tqdm(total=c.total_epochs, initial=self.epoch - 1, desc='epochs', unit='ep', disable=not self.progress,
-                        position=0, dynamic_ncols=True)
-            try:
-                while self.epoch <= c.total_epochs and not stop:
-                    ibar = tqdm(total=self.iters_per_epoch, initial=self.epoch_iter, desc=f'epoch {self.epoch}', unit='it',
-                                leave=False, disable=not self.progress, position=1, dynamic_ncols=True)
-                    try: stop = self._epoch(ibar)
-                    finally: ibar.close()
-                    if self.history: ebar.set_postfix({'G': f"{self.history[-1]['G_A'] + self.history[-1]['G_B']:.3f}",
-                                                       'lr': f"{self.history[-1]['lr']:.2e}"}, refresh=False)
-                    if not stop: ebar.update(1)
-            finally: ebar.close()
-            if stop: self.log(f"stopped at iteration {self.total_iters} ({stop}); continue with --resume")
-            self.report()
-        finally:
-            self.run.release()
-        return self.history
-
     def release(self):
         "Give up the run folder's lock (fit() does this when it ends)."
         self.run.release()
+
+# %% ../nbs/13_train.ipynb #c033c
+_FREE = {'n_epochs', 'n_epochs_decay', 'max_iters', 'max_minutes', 'print_freq', 'display_freq', 'save_latest_freq',
+         'save_epoch_freq', 'num_threads', 'device', 'checkpoints_dir', 'name', 'dataroot', 'amp', 'channels_last',
+         'compile', 'cuda_graphs', 'fast', 'logger', 'wandb_project_name', 'skip_bad_images', 'max_image_pixels'}
+_SESSION = {'max_iters', 'max_minutes', 'device', 'checkpoints_dir', 'name', 'dataroot'}  # this invocation's, never the saved ones
+
+@patch_to(Trainer)
+def _checkpoint(self, resume, epoch):
+    latest = self.run_dir / 'latest.pt'
+    path = latest if str(epoch) == 'latest' else self.run_dir / f'epoch_{epoch}.pt'
+    if resume and path != latest and not path.exists():
+        found = sorted(p.name for p in self.run_dir.glob('epoch_*.pt')) if self.run_dir.is_dir() else []
+        raise FileNotFoundError(f"--epoch {epoch}: there is no {path}; checkpoints there: {found or 'none'}")
+    if resume and path.exists(): return load_checkpoint(path)
+    if latest.exists():
+        raise FileExistsError(f"{self.run_dir} already holds a training run (latest.pt): pass --resume to continue it, "
+                              "or choose another --name")
+    return None
+
+@patch_to(Trainer)
+def _resumed_config(self, cfg, ck, explicit=None):
+    "The run's saved options, updated with the given ones that do not change the maths (epochs, frequencies, speed …) and this session's limits and device."
+    saved = CycleGANConfig.from_dict(ck['config'])
+    given = set(f for f in cfg.to_dict()) if explicit is None else set(explicit)
+    changed = {k: v for k, v in cfg.to_dict().items() if k in given and k not in _FREE and v != getattr(saved, k)}
+    if changed: self.log(f"resuming with the run's saved options; ignoring the changed {changed}")
+    return CycleGANConfig(**{**saved.to_dict(), **{k: getattr(cfg, k) for k in (_FREE & given) | _SESSION}})
+
+# %% ../nbs/13_train.ipynb #c033d
+@patch_to(Trainer)
+def _setup(self, ck, live):
+    c, d = self.cfg, self.dist
+    self.sampler = EpochSampler(len(self.dataset), c.seed, shuffle=not c.serial_batches, rank=d.rank, world_size=d.world_size)
+    self.loader = torch.utils.data.DataLoader(
+        SeededItems(self.dataset), batch_size=c.batch_size, sampler=self.sampler, num_workers=c.num_threads,
+        pin_memory=self.device.type == 'cuda', persistent_workers=c.num_threads > 0,
+        generator=torch.Generator())  # its own generator: creating an epoch's iterator leaves the global RNG alone
+    self.model = CycleGANModel(c, self.device)
+    self.schedulers = {k: get_scheduler(o, c) for k, o in self.model.optimizers.items()}
+    self.speed = plan_speed(c, self.device, self.log, distributed=d.world_size > 1)
+    self.step = make_step(self.model, self.speed, d)
+    self.epoch, self.epoch_iter, self.total_iters, self.history, self.saved_iter = c.epoch_count, 0, 0, [], None
+    self.epoch_samples = 0  # images of this epoch trained on, all processes together (where a resume continues)
+    self.iters_per_epoch = math.ceil(self.sampler.per_rank / c.batch_size)
+    self._buf = []
+    if ck is not None: self._restore(ck)
+    else: self.run.write_config(c.to_dict()); self.run.rewrite_loss_log([])
+    start_trackers(self.run, (['notebook'] if live else []) + list(c.logger), c.to_dict(), c.wandb_project_name)
+
+@patch_to(Trainer)
+def _fixed_samples(self, n: int) -> dict:
+    "A few fixed A and B images (test split if there is one) for the sample grids."
+    try: ds = build_dataset(self.cfg, 'test')
+    except (FileNotFoundError, ValueError): ds = self.dataset
+    n = min(n, len(ds)); items = [SeededItems(ds)[(i, i)] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in ('A', 'B')}
+
+# %% ../nbs/13_train.ipynb #c033e
+@patch_to(Trainer)
+def train_step(self, batch: dict) -> torch.Tensor:
+    "One iteration on one batch; returns the eight losses as a tensor on the device (no sync)."
+    self.model.set_input(batch)
+    self.step()
+    return self.model.current_losses()
+
+@patch_to(Trainer)
+def _stop_reason(self) -> str | None:
+    c = self.cfg
+    if c.max_iters and self.total_iters >= c.max_iters: return f"--max_iters {c.max_iters}"
+    late = bool(c.max_minutes) and time.monotonic() - self._t0 >= c.max_minutes * 60
+    if c.max_minutes and self.dist.any(late): return f"--max_minutes {c.max_minutes:g}"
+    return None
+
+# %% ../nbs/13_train.ipynb #c033f
+@patch_to(Trainer)
+def _kept(self) -> str:
+    if self.saved_iter is None: return "no checkpoint had been saved yet"
+    return f"the last good checkpoint ({self.run_dir / 'latest.pt'}, iteration {self.saved_iter}) is kept"
+
+@patch_to(Trainer)
+def flush_losses(self) -> dict | None:
+    "Read the buffered losses back (one GPU sync), averaged over the processes; check them, log the window's mean."
+    if not self._buf: return None
+    vals = self.dist.average(torch.stack(self._buf)).cpu(); n = len(self._buf); self._buf.clear()
+    bad = ~torch.isfinite(vals)
+    if self.dist.any(bool(bad.any())):
+        if bad.any():
+            r, j = (int(i) for i in bad.nonzero()[0])  # the first bad value, in iteration order
+            what = f"loss_{self.model.loss_names[j]} became {vals[r, j].item()} at iteration {self.total_iters - n + r + 1}"
+        else: what = f"a loss became NaN or infinite on another process by iteration {self.total_iters}"
+        raise TrainingDivergedError(f"{what} (epoch {self.epoch}). Training stopped; {self._kept()}. Try a lower "
+                                    "--lr, check the images for NaN/inf, or --resume with another --seed")
+    rec = {'epoch': self.epoch, 'iter': self.total_iters, 'lr': float(self.model.optimizer_G.param_groups[0]['lr']),
+           **{k: round(v, 5) for k, v in zip(self.model.loss_names, vals.mean(0).tolist())}}
+    self.history.append(rec)
+    self.run.append_losses(rec)
+    return rec
+
+# %% ../nbs/13_train.ipynb #c033g
+@patch_to(Trainer)
+def _epoch(self, ibar) -> str | None:
+    "Train the rest of the current epoch; returns why it stopped early, or None at the epoch's end."
+    c = self.cfg
+    self.sampler.set_epoch(self.epoch, start=self.epoch_samples)
+    for batch in self.loader:
+        self._buf.append(self.train_step(batch))
+        self.epoch_iter += 1; self.total_iters += 1; self.epoch_samples += len(batch['A']) * self.dist.world_size
+        ibar.update(1)
+        if self.total_iters % c.print_freq == 0:
+            rec = self.flush_losses()
+            ibar.set_postfix({k: f'{rec[k]:.3f}' for k in ('D_A', 'G_A', 'cycle_A', 'D_B', 'G_B', 'cycle_B')}, refresh=False)
+        if self.total_iters % c.display_freq == 0: self.report()
+        stop = self._stop_reason()
+        if stop or self.total_iters % c.save_latest_freq == 0: self.save()
+        if stop: return stop
+    # end of epoch, in the official order: losses → learning rate → save
+    self.flush_losses()
+    metric = np.mean([h['G_A'] + h['G_B'] + h['cycle_A'] + h['cycle_B'] for h in self.history[-10:]]) if self.history else 0.0
+    for s in self.schedulers.values(): s.step(metric) if c.lr_policy == 'plateau' else s.step()
+    done, self.epoch, self.epoch_iter, self.epoch_samples = self.epoch, self.epoch + 1, 0, 0
+    self.save(done if done % c.save_epoch_freq == 0 else None)
+    return None
+
+@patch_to(Trainer)
+def fit(self) -> list:
+    "Train until the last epoch (or max_iters / max_minutes); returns the loss history."
+    c = self.cfg
+    try:
+        if self.epoch > c.total_epochs or (c.max_iters and self.total_iters >= c.max_iters):
+            self.log(f"{self.run_dir} is complete ({self.total_iters} iterations"
+                     + (f", --max_iters {c.max_iters}" if c.max_iters and self.epoch <= c.total_epochs else
+                        f", {c.total_epochs} epochs") + "); nothing to train")
+            return self.history
+        diff = {k: v for k, v in c.diff().items() if k not in ('name',)}
+        self.log(f"training {self.run_dir} on {self.device} | options changed from the defaults: {diff or 'none'}")
+        self.log(f"{len(self.dataset)} images per epoch, batch {c.batch_size}"
+                 + (f" on each of {self.dist.world_size} processes ({c.batch_size * self.dist.world_size} images per step)"
+                    if self.dist.world_size > 1 else '')
+                 + f": {self.iters_per_epoch} iterations per epoch, epochs {self.epoch}..{c.total_epochs}")
+        self.model.train(True)
+        self._t0, stop = time.monotonic(), None
+        ebar = tqdm(total=c.total_epochs, initial=self.epoch - 1, desc='epochs', unit='ep', disable=not self.progress,
+                    position=0, dynamic_ncols=True)
+        try:
+            while self.epoch <= c.total_epochs and not stop:
+                ibar = tqdm(total=self.iters_per_epoch, initial=self.epoch_iter, desc=f'epoch {self.epoch}', unit='it',
+                            leave=False, disable=not self.progress, position=1, dynamic_ncols=True)
+                try: stop = self._epoch(ibar)
+                finally: ibar.close()
+                if self.history: ebar.set_postfix({'G': f"{self.history[-1]['G_A'] + self.history[-1]['G_B']:.3f}",
+                                                   'lr': f"{self.history[-1]['lr']:.2e}"}, refresh=False)
+                if not stop: ebar.update(1)
+        finally: ebar.close()
+        if stop: self.log(f"stopped at iteration {self.total_iters} ({stop}); continue with --resume")
+        self.report()
+    finally:
+        self.run.release()
+    return self.history
+
+# %% ../nbs/13_train.ipynb #c033h
+@patch_to(Trainer)
+def state_dict(self) -> dict:
+    "The full training state: what `latest.pt` holds."
+    return {'format': 'cyclegan_edu', 'version': 1, 'config': self.cfg.to_dict(),
+            'epoch': self.epoch, 'epoch_iter': self.epoch_iter, 'total_iters': self.total_iters,
+            'epoch_samples': min(self.epoch_samples, len(self.dataset)), 'world_size': self.dist.world_size,
+            **self.model.state_dict(),
+            'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
+            'rng': rng_state(), 'history': self.history}
+
+@patch_to(Trainer)
+def _restore(self, ck: dict):
+    self.model.load_state_dict(ck)
+    for k, s in self.schedulers.items(): s.load_state_dict(ck['schedulers'][k])
+    self.epoch, self.total_iters = ck['epoch'], ck['total_iters']
+    self.epoch_samples = ck.get('epoch_samples', ck['epoch_iter'] * self.cfg.batch_size)  # older checkpoints: one process
+    self.sampler.set_epoch(self.epoch, start=self.epoch_samples)  # the iterations left depend on the world size
+    self.epoch_iter = self.iters_per_epoch - math.ceil(len(self.sampler) / self.cfg.batch_size)
+    self.history, self.saved_iter = list(ck.get('history', [])), ck['total_iters']
+    self.run.rewrite_loss_log(self.history)  # records logged after this checkpoint are dropped: they will be redone
+    r, others = self.dist.rank, ck.get('other_ranks', [])  # each process's pools and random state (several processes)
+    if r == 0: set_rng_state(ck['rng'])
+    elif r <= len(others):
+        for k, p in self.model.pools.items(): p.load_state_dict(others[r - 1]['pools'][k])
+        set_rng_state(others[r - 1]['rng'])
+    # else: a process the checkpoint has no state for starts from rank 0's pools with its own random stream
+    saved_ws = ck.get('world_size', 1)
+    self.log(f"resumed {self.run_dir} at epoch {self.epoch}, iteration {self.total_iters}" + (
+        '' if saved_ws == self.dist.world_size else f" (saved by {saved_ws} process(es), continuing with "
+        f"{self.dist.world_size}: the epoch continues at image {self.epoch_samples} of {len(self.dataset)})"))
+
+@patch_to(Trainer)
+def save(self, finished_epoch: int | None = None):
+    "Check losses and weights, then write latest.pt (and epoch_N.pt after finished epoch N) and latest_net_*.pth."
+    self.flush_losses()
+    bad = first_non_finite(self.model.nets)
+    if self.dist.any(bad is not None):
+        raise TrainingDivergedError(f"the weights became NaN or infinite ({bad or 'on another process'}) by iteration "
+                                    f"{self.total_iters}; nothing was saved. Training stopped; {self._kept()}. Try a lower --lr")
+    if self.dist.world_size > 1:  # every process has its own pools and random state; rank 0 saves them all
+        ranks = self.dist.gather({'rng': rng_state(), 'pools': {k: p.state_dict() for k, p in self.model.pools.items()}})
+    if self.dist.is_main:
+        state = self.state_dict()
+        if self.dist.world_size > 1: state['other_ranks'] = ranks[1:]
+        atomic_save(state, self.run_dir / 'latest.pt')
+        if finished_epoch: atomic_save(state, self.run_dir / f'epoch_{finished_epoch}.pt')
+        save_official_nets(self.run_dir, self.model.nets)
+    self.saved_iter = self.total_iters
+
+# %% ../nbs/13_train.ipynb #c033i
+@patch_to(Trainer)
+@torch.no_grad()
+def sample_grid(self) -> torch.Tensor:
+    "Rows: fixed samples; columns: real_A, fake_B, rec_A, real_B, fake_A, rec_B (n, 6, C, H, W) in [-1, 1]."
+    m = self.model; m.train(False)
+    A, B = self.samples['A'].to(self.device), self.samples['B'].to(self.device)
+    if self.cfg.direction == 'BtoA': A, B = B, A
+    fake_B, fake_A = m.netG_A(A), m.netG_B(B)
+    cols = [A, fake_B, m.netG_B(fake_B), B, fake_A, m.netG_A(fake_A)]
+    rows = torch.stack([t.float().expand(-1, 3, -1, -1) if t.shape[1] == 1 else t.float() for t in cols], 1)
+    m.train(True)
+    return rows.cpu()
+
+@patch_to(Trainer)
+def report(self, extra_html: str = ''):
+    "Save a sample grid and rewrite the run page (rank 0 only)."
+    if not self.dist.is_main: return
+    self.run.save_grid(self.sample_grid(), self.model.visual_names, self.total_iters)
+    self.run.write_page(extra_html)
