@@ -185,7 +185,7 @@ def _setup(self, ck, live):
     self.model = CycleGANModel(c, self.device)
     self.schedulers = {k: get_scheduler(o, c) for k, o in self.model.optimizers.items()}
     self.speed = plan_speed(c, self.device, self.log, distributed=d.world_size > 1)
-    self.step = make_step(self.model, self.speed, d)
+    self.step = make_step(self.model, self.speed, d, log=self.log)  # a speed option that fails is dropped, said in one line
     self.epoch, self.epoch_iter, self.total_iters, self.history, self.saved_iter = c.epoch_count, 0, 0, [], None
     self.epoch_samples = 0  # images of this epoch trained on, all processes together (where a resume continues)
     self.iters_per_epoch = math.ceil(self.sampler.per_rank / c.batch_size)
