@@ -8,7 +8,7 @@ __all__ = ['to_signed', 'to_unit', 'to_8bit', 'pil_to_tensor', 'tensor_to_pil', 
            'show_images', 'patch_to']
 
 # %% ../nbs/00_core.ipynb #c005
-import http.client, importlib, os, random, tempfile, urllib.error, urllib.request
+import builtins, http.client, importlib, os, random, tempfile, urllib.error, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,5 +169,5 @@ def patch_to(cls: type): # the class that receives the method
         fn = getattr(f, '__func__', f)  # a staticmethod / classmethod keeps its wrapper on the class
         fn.__qualname__ = f"{cls.__name__}.{fn.__name__}"
         setattr(cls, fn.__name__, f)
-        return f
+        return getattr(builtins, fn.__name__, f)  # the module name keeps its built-in meaning (e.g. `any`)
     return add
