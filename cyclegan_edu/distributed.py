@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import cyclegan_edu
 from .config import CommandError, CycleGANConfig, error_message
-from .core import seed_everything
+from .core import patch_to, seed_everything
 from .train import SingleProcess, TrainingDivergedError
 
 # %% ../nbs/17_distributed.ipynb #e_world
@@ -80,81 +80,91 @@ class DDPGroup:
         self.ending = True
         raise PeerStoppedError("torchrun stopped this process because another process of the run ended")
 
-    # --- SingleProcess's interface ---
-    def any(self, flag: bool) -> bool:
-        "True on every process if `flag` is true on any of them."
-        t = torch.tensor([int(bool(flag))])
-        tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=self.cpu)
-        return bool(t.item())
+# %% ../nbs/17_distributed.ipynb #e_iface
+@patch_to(DDPGroup)
+def any(self, flag: bool) -> bool:
+    "True on every process if `flag` is true on any of them."
+    t = torch.tensor([int(bool(flag))])
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=self.cpu)
+    return bool(t.item())
 
-    def average(self, t: torch.Tensor) -> torch.Tensor:
-        "The mean of `t` over the processes: one all-reduce (a NaN on one process makes it NaN on all)."
-        x = t.detach().to(self.device, copy=True)
-        tdist.all_reduce(x)
-        return (x / self.world_size).to(t.device)
+@patch_to(DDPGroup)
+def average(self, t: torch.Tensor) -> torch.Tensor:
+    "The mean of `t` over the processes: one all-reduce (a NaN on one process makes it NaN on all)."
+    x = t.detach().to(self.device, copy=True)
+    tdist.all_reduce(x)
+    return (x / self.world_size).to(t.device)
 
-    def gather(self, obj) -> list | None:
-        "Every process's `obj` as a list on rank 0 (None on the others)."
-        out = [None] * self.world_size if self.is_main else None
-        tdist.gather_object(obj, out, dst=0, group=self.cpu)
-        return out
+@patch_to(DDPGroup)
+def gather(self, obj) -> list | None:
+    "Every process's `obj` as a list on rank 0 (None on the others)."
+    out = [None] * self.world_size if self.is_main else None
+    tdist.gather_object(obj, out, dst=0, group=self.cpu)
+    return out
 
-    def barrier(self): tdist.barrier(group=self.cpu)
+@patch_to(DDPGroup)
+def barrier(self): tdist.barrier(group=self.cpu)
 
-    def wrap(self, model):
-        "DDP around the generators and the D step's discriminators (SyncBatchNorm for --norm batch on GPUs)."
-        self.check_in()  # the first meeting after start-up: if a process could not start, all stop here with its message
-        if model.cfg.norm == 'batch' and self.device.type == 'cuda':
-            for net in model.nets.values(): nn.SyncBatchNorm.convert_sync_batchnorm(net)  # in place: same parameters and keys
-        ids = [self.device.index] if self.device.type == 'cuda' else None
-        ddp = lambda net: DDP(net, device_ids=ids)  # copies rank 0's weights (and buffers) to every process
-        model.G_A, model.G_B, model.D_A, model.D_B = map(ddp, (model.netG_A, model.netG_B, model.netD_A, model.netD_B))
-        # model.D_A_frozen and model.D_B_frozen stay the plain discriminators: the G step needs no gradient of their weights
-        if self.rank: seed_everything(model.cfg.seed + 1_000_003 * self.rank)  # this process's own image-pool draws
-        self.model = model
-        _test_hooks(model, self.rank)
+@patch_to(DDPGroup)
+def wrap(self, model):
+    "DDP around the generators and the D step's discriminators (SyncBatchNorm for --norm batch on GPUs)."
+    self.check_in()  # the first meeting after start-up: if a process could not start, all stop here with its message
+    if model.cfg.norm == 'batch' and self.device.type == 'cuda':
+        for net in model.nets.values(): nn.SyncBatchNorm.convert_sync_batchnorm(net)  # in place: same parameters and keys
+    ids = [self.device.index] if self.device.type == 'cuda' else None
+    ddp = lambda net: DDP(net, device_ids=ids)  # copies rank 0's weights (and buffers) to every process
+    model.G_A, model.G_B, model.D_A, model.D_B = map(ddp, (model.netG_A, model.netG_B, model.netD_A, model.netD_B))
+    # model.D_A_frozen and model.D_B_frozen stay the plain discriminators: the G step needs no gradient of their weights
+    if self.rank: seed_everything(model.cfg.seed + 1_000_003 * self.rank)  # this process's own image-pool draws
+    self.model = model
+    _test_hooks(model, self.rank)
 
-    # --- start-up checks: each raises DistributedSetupError on every process ---
-    def _all(self, obj) -> list:
-        out = [None] * self.world_size
-        tdist.all_gather_object(out, obj, group=self.cpu)
-        return out
+# %% ../nbs/17_distributed.ipynb #e_checks
+@patch_to(DDPGroup)
+def _all(self, obj) -> list:
+    out = [None] * self.world_size
+    tdist.all_gather_object(out, obj, group=self.cpu)
+    return out
 
-    def check_in(self, error: str | None = None):
-        "Meet the other processes once after start-up; if any could not start (`error`), all raise its message."
-        bad = [(r, m) for r, m in enumerate(self._all(error)) if m is not None]
-        self.checked_in = True
-        if bad:
-            (r, m), others = bad[0], sum(m2 != bad[0][1] for _, m2 in bad)
-            raise DistributedSetupError(('' if r == 0 else f"[rank {r}] ") + m
-                                        + (f" ({others} other process(es) failed differently)" if others else ''))
+@patch_to(DDPGroup)
+def check_in(self, error: str | None = None):
+    "Meet the other processes once after start-up; if any could not start (`error`), all raise its message."
+    bad = [(r, m) for r, m in enumerate(self._all(error)) if m is not None]
+    self.checked_in = True
+    if bad:
+        (r, m), others = bad[0], sum(m2 != bad[0][1] for _, m2 in bad)
+        raise DistributedSetupError(('' if r == 0 else f"[rank {r}] ") + m
+                                    + (f" ({others} other process(es) failed differently)" if others else ''))
 
-    def check_options(self, opts: dict):
-        "All raise if the processes were started with different `opts` (name → value)."
-        every = self._all(opts)
-        for r, o in enumerate(every[1:], 1):
-            for k in sorted(every[0].keys() | o.keys()):
-                if every[0].get(k) != o.get(k):
-                    raise DistributedSetupError(f"the processes were started with different options: {k} is {every[0].get(k)!r} "
-                                                f"on rank 0 but {o.get(k)!r} on rank {r}; start every process with the same "
-                                                "command and the same package versions")
+@patch_to(DDPGroup)
+def check_options(self, opts: dict):
+    "All raise if the processes were started with different `opts` (name → value)."
+    every = self._all(opts)
+    for r, o in enumerate(every[1:], 1):
+        for k in sorted(every[0].keys() | o.keys()):
+            if every[0].get(k) != o.get(k):
+                raise DistributedSetupError(f"the processes were started with different options: {k} is {every[0].get(k)!r} "
+                                            f"on rank 0 but {o.get(k)!r} on rank {r}; start every process with the same "
+                                            "command and the same package versions")
 
-    def check_start(self, trainer):
-        "All raise unless every process starts at the same point with the same weights (e.g. after --resume)."
-        w = sum(float(p.detach().double().sum()) for n in trainer.model.nets.values() for p in n.parameters())
-        every = self._all((trainer.epoch, trainer.epoch_samples, trainer.total_iters, w))
-        for r, s in enumerate(every[1:], 1):
-            if s != every[0]:
-                raise DistributedSetupError(
-                    f"rank {r} starts at iteration {s[2]} (epoch {s[0]}) but rank 0 at iteration {every[0][2]} (epoch "
-                    f"{every[0][0]}){' with other weights' if s[:3] == every[0][:3] else ''}: every process must read the same "
-                    "checkpoint; on several machines put --checkpoints_dir on a file system they share (or copy the run "
-                    "folder to each) before --resume")
+@patch_to(DDPGroup)
+def check_start(self, trainer):
+    "All raise unless every process starts at the same point with the same weights (e.g. after --resume)."
+    w = sum(float(p.detach().double().sum()) for n in trainer.model.nets.values() for p in n.parameters())
+    every = self._all((trainer.epoch, trainer.epoch_samples, trainer.total_iters, w))
+    for r, s in enumerate(every[1:], 1):
+        if s != every[0]:
+            raise DistributedSetupError(
+                f"rank {r} starts at iteration {s[2]} (epoch {s[0]}) but rank 0 at iteration {every[0][2]} (epoch "
+                f"{every[0][0]}){' with other weights' if s[:3] == every[0][:3] else ''}: every process must read the same "
+                "checkpoint; on several machines put --checkpoints_dir on a file system they share (or copy the run "
+                "folder to each) before --resume")
 
-    def close(self):
-        "Leave the process group; SIGTERM gets its previous handler back (unless this process is ending with a message)."
-        if self._sigterm is not None and not self.ending: signal.signal(signal.SIGTERM, self._sigterm); self._sigterm = None
-        if tdist.is_initialized(): tdist.destroy_process_group()
+@patch_to(DDPGroup)
+def close(self):
+    "Leave the process group; SIGTERM gets its previous handler back (unless this process is ending with a message)."
+    if self._sigterm is not None and not self.ending: signal.signal(signal.SIGTERM, self._sigterm); self._sigterm = None
+    if tdist.is_initialized(): tdist.destroy_process_group()
 
 # %% ../nbs/17_distributed.ipynb #e_pg
 _FAILED_COLLECTIVE = ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe', 'timed out', 'Timed out',
@@ -188,6 +198,7 @@ def _ending(e: BaseException, rank: int, group: DDPGroup | None, run_dir: Path) 
     if _peer_failure(e): return CommandError(_stopped_message(e, group, run_dir)) if rank == 0 else SystemExit(1)
     return own()
 
+# %% ../nbs/17_distributed.ipynb #e_pg2
 @contextlib.contextmanager
 def process_group(cfg: CycleGANConfig,           # the run's options
                   options: dict | None = None,  # other command-line choices all processes must share, e.g. {'--resume': True}
