@@ -251,6 +251,7 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="refuse image files with more than N pixels (default: PIL's limit of about 179 million; 0: no limit)")
     return p
 
+# %% ../nbs/20_evaluate.ipynb #c040b
 def _check_output(output: str, overwrite: bool) -> Path:
     "Check before any work that the --output file can be written (and is not replaced unasked)."
     p = Path(output)
@@ -287,17 +288,8 @@ def _parse_metrics(spec: str | None, is_toy: bool) -> list:
         raise ValueError("--metrics gt needs --dataroot toy: only the built-in dataset knows the true translation of each test image")
     return ms
 
-def _run_crop_size(ckpt: Path) -> int | None:
-    "crop_size from a run folder's config.json, if there is one."
-    cfg = (ckpt if ckpt.is_dir() else ckpt.parent) / 'config.json'
-    return json.loads(cfg.read_text()).get('crop_size') if cfg.is_file() else None
-
-def _fmt(v) -> str:
-    if isinstance(v, float): return f'{v:.4f}' if abs(v) < 1 else f'{v:.2f}'
-    return str(v)
-
-def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
-    "Evaluate as the command line asks; returns the table rows and the settings used."
+def _check_args(args: argparse.Namespace) -> list:
+    "Check every argument that can be checked before the slow work; returns the metrics to compute."
     is_toy = args.dataroot == 'toy'
     metrics = _parse_metrics(args.metrics, is_toy)
     if args.output: _check_output(args.output, args.overwrite)   # before the slow work, not after it
@@ -308,9 +300,18 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
     if args.max_image_pixels is not None and args.max_image_pixels < 0:
         raise ValueError(f"--max_image_pixels {args.max_image_pixels}: expected 0 (no limit) or a positive number")
     _check_device(args.device)
-    ckpt = Path(args.checkpoint)
-    if not ckpt.exists(): raise FileNotFoundError(f"--checkpoint {ckpt} not found: pass a run folder (checkpoints/NAME) or a .pt/.pth file")
-    if is_toy:
+    return metrics
+
+# %% ../nbs/20_evaluate.ipynb #c040c
+def _run_crop_size(ckpt: Path) -> int | None:
+    "crop_size from a run folder's config.json, if there is one."
+    cfg = (ckpt if ckpt.is_dir() else ckpt.parent) / 'config.json'
+    return json.loads(cfg.read_text()).get('crop_size') if cfg.is_file() else None
+
+def _test_sets(args: argparse.Namespace, ckpt: Path) -> tuple:
+    "The two test sets: `(data, n, size)`; data maps 'A'/'B' to tensors (toy) or folders; n and size are the toy's (else None)."
+    n = size = None
+    if args.dataroot == 'toy':
         size = args.toy_size or _run_crop_size(ckpt) or 32
         n = args.num_test or 256
         day, night = toy.toy_pairs(2 * n, size)
@@ -327,6 +328,16 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
                                         f"(found: {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'no folders'}), "
                                         f"each full of images")
             make_dataset(data[d])                      # fails early, naming the folder, if it holds no images
+    return data, n, size
+
+# %% ../nbs/20_evaluate.ipynb #c040d
+def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
+    "Evaluate as the command line asks; returns the table rows and the settings used."
+    is_toy = args.dataroot == 'toy'
+    metrics = _check_args(args)
+    ckpt = Path(args.checkpoint)
+    if not ckpt.exists(): raise FileNotFoundError(f"--checkpoint {ckpt} not found: pass a run folder (checkpoints/NAME) or a .pt/.pth file")
+    data, n, size = _test_sets(args, ckpt)
     directions = ['AtoB', 'BtoA'] if args.direction == 'both' else [args.direction]
     nets = {d: load_generator(ckpt, d, device=args.device) for d in directions}
     fx = inception_extractor(args.device, args.inception_weights) if {'fid', 'kid'} & set(metrics) else None
@@ -353,6 +364,11 @@ def run_evaluation(args: argparse.Namespace) -> tuple[list, dict]:
                 'features': 'inception-v3-compat pool3, 2048-d (torch-fidelity weights)' if fx is not None else None}
     if is_toy: settings['toy_size'] = size
     return rows, settings
+
+# %% ../nbs/20_evaluate.ipynb #c040e
+def _fmt(v) -> str:
+    if isinstance(v, float): return f'{v:.4f}' if abs(v) < 1 else f'{v:.2f}'
+    return str(v)
 
 def write_table(rows: list,                  # evaluation rows (dicts)
                 path,                        # .json or .csv file to write (replaced if it exists)
@@ -387,4 +403,3 @@ def eval_main(argv: list[str] | None = None, # command-line arguments (default: 
     except (OSError, ValueError, RuntimeError, ImportError) as e: _fail(e)
     except KeyboardInterrupt: sys.exit("cyclegan_edu_eval: interrupted")
     return 0  # the console script passes this to sys.exit
-
