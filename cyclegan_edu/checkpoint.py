@@ -16,7 +16,8 @@ import torch
 
 # %% ../nbs/11_checkpoint.ipynb #c007
 class CheckpointWriteError(OSError):
-    "A checkpoint could not be written; the previous one is intact."
+    "A checkpoint could not be written; the previous one is intact. `errno` says why (e.g. `errno.ENOSPC`)."
+    def __str__(self): return self.strerror or super().__str__()  # the words alone: OSError would prefix '[Errno 28]'
 
 class CheckpointReadError(RuntimeError):
     "A checkpoint file could not be read (truncated, corrupt, unsafe, or not a PyTorch file)."

@@ -171,6 +171,7 @@ def _hub_file(hf, repo_id: str, filename: str, **kw) -> Path:
         if name == 'RevisionNotFoundError': raise NotAGeneratorRepoError(f"the Hub repository {repo_id} has no such revision ({e})") from None
         raise
 
+# %% ../nbs/22_hub.ipynb #h24c
 def _read_config(path: Path, where: str) -> dict:
     try: cfg = json.loads(path.read_text())
     except ValueError as e: raise NotAGeneratorRepoError(f"{where}: config.json is not valid JSON ({e})") from None
@@ -184,6 +185,39 @@ def _read_config(path: Path, where: str) -> dict:
     if missing: raise NotAGeneratorRepoError(f"{where}: config.json has no generator arguments {missing}")
     return cfg
 
+# %% ../nbs/22_hub.ipynb #h24f
+def _local_repo(src: Path) -> tuple:
+    "(config, weights file, description) of a local folder written by save_generator_to_hub_folder."
+    where = str(src)
+    if not (src/WEIGHTS_NAME).is_file() and any(p.suffix in ('.pt', '.pth') for p in src.iterdir()):
+        raise NotAGeneratorRepoError(f"{where} is not a shared generator but looks like a training run (checkpoint files, no "
+                                     f"{WEIGHTS_NAME}): load it with cyclegan_edu.inference.load_generator "
+                                     "(cyclegan_edu_translate --checkpoint), or share it with push_generator / cyclegan_edu_push")
+    if not (src/CONFIG_NAME).is_file():
+        found = sorted(p.name for p in src.iterdir())[:10]
+        raise NotAGeneratorRepoError(f"{where} is not a cyclegan_edu generator: no config.json (files there: {found})")
+    cfg, weights = _read_config(src/CONFIG_NAME, where), src/WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(p.name for p in src.iterdir() if p.suffix in ('.bin', '.pth', '.pt', '.ckpt'))
+        raise NotAGeneratorRepoError(f"{where} has a config.json but no {WEIGHTS_NAME}" + (
+            f"; {', '.join(pickles)} are not loaded: pickle-based files can run code when loaded. Save the weights "
+            "with save_generator_to_hub_folder" if pickles else ''))
+    return cfg, weights, where
+
+def _hub_repo(repo_id: str, revision=None, token=None, cache_dir=None) -> tuple:
+    "(config, weights file, description) of a Hub repository, downloaded into the Hugging Face cache."
+    if not _REPO_ID.match(repo_id):
+        raise FileNotFoundError(f"{repo_id} is neither a folder nor a Hub repository id ('user/name')")
+    hf, where, kw = _hf(), f"the Hub repository {repo_id}", dict(revision=revision, token=token, cache_dir=cache_dir)
+    try: cfg = _read_config(_hub_file(hf, repo_id, CONFIG_NAME, **kw), where)
+    except FileNotFoundError: raise NotAGeneratorRepoError(f"{where} is not a cyclegan_edu generator: it has no config.json") from None
+    try: weights = _hub_file(hf, repo_id, WEIGHTS_NAME, **kw)
+    except FileNotFoundError:
+        raise NotAGeneratorRepoError(f"{where} has no {WEIGHTS_NAME}: only safetensors weights are loaded from the Hub "
+                                     "(pickle-based .bin/.pth files can run code when loaded)") from None
+    return cfg, weights, where
+
+# %% ../nbs/22_hub.ipynb #h24i
 def load_generator_from_hub(repo_id_or_folder,            # 'user/name' on the Hub, or a local folder written by save_generator_to_hub_folder
                             revision: str | None = None,  # a branch, tag or commit of the Hub repository
                             device=None,                  # 'cpu', 'cuda', … (default: the best available)
@@ -192,32 +226,8 @@ def load_generator_from_hub(repo_id_or_folder,            # 'user/name' on the H
                            ) -> nn.Module:                # the generator, in eval mode
     "Load a generator shared on the Hugging Face Hub (or saved to a folder); only safetensors weights are read, never pickle."
     src = Path(str(repo_id_or_folder)).expanduser()
-    if src.is_dir():
-        where = str(src)
-        if not (src/WEIGHTS_NAME).is_file() and any(p.suffix in ('.pt', '.pth') for p in src.iterdir()):
-            raise NotAGeneratorRepoError(f"{where} is not a shared generator but looks like a training run (checkpoint files, no "
-                                         f"{WEIGHTS_NAME}): load it with cyclegan_edu.inference.load_generator "
-                                         "(cyclegan_edu_translate --checkpoint), or share it with push_generator / cyclegan_edu_push")
-        if not (src/CONFIG_NAME).is_file():
-            found = sorted(p.name for p in src.iterdir())[:10]
-            raise NotAGeneratorRepoError(f"{where} is not a cyclegan_edu generator: no config.json (files there: {found})")
-        cfg, weights = _read_config(src/CONFIG_NAME, where), src/WEIGHTS_NAME
-        if not weights.is_file():
-            pickles = sorted(p.name for p in src.iterdir() if p.suffix in ('.bin', '.pth', '.pt', '.ckpt'))
-            raise NotAGeneratorRepoError(f"{where} has a config.json but no {WEIGHTS_NAME}" + (
-                f"; {', '.join(pickles)} are not loaded: pickle-based files can run code when loaded. Save the weights "
-                "with save_generator_to_hub_folder" if pickles else ''))
-    else:
-        repo_id = str(repo_id_or_folder)
-        if not _REPO_ID.match(repo_id):
-            raise FileNotFoundError(f"{repo_id} is neither a folder nor a Hub repository id ('user/name')")
-        hf, where, kw = _hf(), f"the Hub repository {repo_id}", dict(revision=revision, token=token, cache_dir=cache_dir)
-        try: cfg = _read_config(_hub_file(hf, repo_id, CONFIG_NAME, **kw), where)
-        except FileNotFoundError: raise NotAGeneratorRepoError(f"{where} is not a cyclegan_edu generator: it has no config.json") from None
-        try: weights = _hub_file(hf, repo_id, WEIGHTS_NAME, **kw)
-        except FileNotFoundError:
-            raise NotAGeneratorRepoError(f"{where} has no {WEIGHTS_NAME}: only safetensors weights are loaded from the Hub "
-                                         "(pickle-based .bin/.pth files can run code when loaded)") from None
+    if src.is_dir(): cfg, weights, where = _local_repo(src)
+    else: cfg, weights, where = _hub_repo(str(repo_id_or_folder), revision, token, cache_dir)
     safetensors_torch = require_optional('safetensors.torch', 'hub', 'safetensors')
     state_dict = safetensors_torch.load_file(str(weights), device='cpu')
     a = cfg['generator']

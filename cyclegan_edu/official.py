@@ -27,7 +27,6 @@ TEST_EXAMPLES = """examples (the official test.py command lines with the program
 The run is read from CHECKPOINTS_DIR/NAME: the official files (latest_net_G_A.pth and latest_net_G_B.pth; latest_net_G.pth
 for --model test) or this package's latest.pt / epoch_N.pt. Results: RESULTS_DIR/NAME/PHASE_EPOCH/index.html and images/."""
 
-#| export
 class _Parser(argparse.ArgumentParser):
     "argparse that ends every error in one line: `cyclegan_edu_test: error: ...` (no usage block)."
     def error(self, message):
@@ -44,6 +43,7 @@ TRAIN_ONLY_FLAGS = ('--continue_train', '--epoch_count', '--n_epochs', '--n_epoc
                     '--save_epoch_freq', '--save_by_iter', '--display_freq', '--display_ncols', '--display_id',
                     '--display_server', '--display_env', '--display_port', '--update_html_freq', '--no_html')
 
+# %% ../nbs/21_official.ipynb #o08c
 def build_test_parser() -> argparse.ArgumentParser:
     "The `cyclegan_edu_test` parser: the official test.py options, their names and defaults."
     p = _Parser(prog='cyclegan_edu_test', formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -134,6 +134,7 @@ def own_checkpoint(run: Path, epoch: str) -> Path:
     "This package's checkpoint for `--epoch`: latest.pt or epoch_N.pt."
     return run/('latest.pt' if epoch == 'latest' else f'epoch_{epoch}.pt')
 
+# %% ../nbs/21_official.ipynb #o10c
 def load_cyclegan_generators(run,                     # the run folder, CHECKPOINTS_DIR/NAME
                              epoch: str = 'latest',   # 'latest' or an epoch number
                              direction: str = 'AtoB', # the test's --direction: which folder is read as real_A
@@ -157,6 +158,7 @@ def load_cyclegan_generators(run,                     # the run folder, CHECKPOI
                          f"--model cycle_gan needs {files['G_A'].name} and {files['G_B'].name} (official) or {ours.name} "
                          f"(this package); checkpoint files there: {_checkpoint_files(run)}")
 
+# %% ../nbs/21_official.ipynb #o10f
 def load_test_generator(run,                   # the run folder, CHECKPOINTS_DIR/NAME
                         epoch: str = 'latest', # 'latest' or an epoch number
                         model_suffix: str = '',# '' (latest_net_G.pth), '_A' or '_B'
@@ -250,6 +252,7 @@ def _device(gpu_ids: str | None) -> torch.device:
         raise TestSetupError(f"--gpu_ids {gpu_ids}: there is no GPU {ids[0]} (this machine has {torch.cuda.device_count()})")
     return torch.device(f'cuda:{ids[0]}')
 
+# %% ../nbs/21_official.ipynb #o14c
 def _check_architecture(a, given: set, G: nn.Module, source: str):
     "Options written on the command line must agree with the checkpoint (which is where the architecture is read from)."
     c = generator_config_from_state_dict(G.state_dict())
@@ -275,18 +278,9 @@ def _run_generator(G: nn.Module, x: torch.Tensor) -> torch.Tensor:
     xp, (top, left, H, W) = pad_to_multiple(x, 4, 8)
     return G(xp)[..., top:top + H, left:left + W]
 
-def _main(argv: list) -> int:
-    p = build_test_parser()
-    _check_flag_names(argv, p)
-    a = p.parse_args(argv)
-    try: return _test(a, _given(argv))
-    except (RuntimeError, OSError) as e: raise CommandError(error_message(e)) from e  # unreadable files, devices: one line
-
-def test_main(argv: list | None = None) -> int: # command-line arguments (default: sys.argv[1:])
-    "Command line `cyclegan_edu_test`: the official test.py; returns the exit status (errors: one line, no traceback)."
-    return run_command('cyclegan_edu_test', _main, argv)
-
-def _test(a, given: set) -> int:
+# %% ../nbs/21_official.ipynb #o14f
+def _check_test_options(a):
+    "Refuse what the test cannot do (other models, dataset modes, sizes) in one line; fill in load_size and the --suffix."
     two = f"{a.phase}A/ and {a.phase}B/"
     _UNSUPPORTED_MODELS = (f"this package implements CycleGAN only: use --model cycle_gan (both generators, {two} under "
                            "--dataroot) or --model test (one generator, one folder of images)")
@@ -310,6 +304,21 @@ def _test(a, given: set) -> int:
     if a.suffix:
         try: a.name = f"{a.name}_{a.suffix.format(**vars(a))}"
         except (KeyError, IndexError, ValueError) as e: raise TestSetupError(f"--suffix {a.suffix}: {e!r} is not an option name") from None
+
+# %% ../nbs/21_official.ipynb #o14i
+def _main(argv: list) -> int:
+    p = build_test_parser()
+    _check_flag_names(argv, p)
+    a = p.parse_args(argv)
+    try: return _test(a, _given(argv))
+    except (RuntimeError, OSError) as e: raise CommandError(error_message(e)) from e  # unreadable files, devices: one line
+
+def test_main(argv: list | None = None) -> int: # command-line arguments (default: sys.argv[1:])
+    "Command line `cyclegan_edu_test`: the official test.py; returns the exit status (errors: one line, no traceback)."
+    return run_command('cyclegan_edu_test', _main, argv)
+
+def _test(a, given: set) -> int:
+    _check_test_options(a)
     device = _device(a.gpu_ids)
     if a.gpu_ids and len([i for i in a.gpu_ids.split(',') if i.strip() and int(i) >= 0]) > 1:
         print(f"note: --gpu_ids {a.gpu_ids}: the test translates one image at a time, on {device} only")

@@ -73,8 +73,9 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         real_save(obj, f, *a, **k)           # some bytes reach the temp file, then the disk is full
         raise OSError(errno.ENOSPC, 'No space left on device')
     monkeypatch.setattr(cp.torch, 'save', full_disk)
-    with pytest.raises(cp.CheckpointWriteError, match='disk is full'):
+    with pytest.raises(cp.CheckpointWriteError, match='disk is full') as e:
         cp.atomic_save({'v': 2}, path)
+    assert e.value.errno == errno.ENOSPC and '[Errno' not in str(e.value)   # the code for programs, words for people
     monkeypatch.setattr(cp.torch, 'save', real_save)
     assert torch.load(path, weights_only=True) == {'v': 1}
     assert [p.name for p in tmp_path.iterdir()] == ['latest.pt']   # no temp file left behind
