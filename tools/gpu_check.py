@@ -32,8 +32,8 @@ STAGES = ('environment', 'benchmark', 'batch', 'quality', 'walkthroughs', 'cuda 
 CUDA_PAGES = ('05_pool', '16_fast', '17_distributed', '40_performance')
 WALKTHROUGHS = ('30_horse2zebra', '32_fast_gpu')
 # the most of the budget each stage may take (what earlier stages leave over goes to the later ones)
-SHARE = {'environment': 0.1, 'benchmark': 0.35, 'batch': 0.2, 'quality': 0.25, 'walkthroughs': 0.4, 'cuda tests': 0.15,
-         'cuda cells': 0.35, 'ddp': 0.15}
+SHARE = {'environment': 0.1, 'benchmark': 0.45, 'batch': 0.15, 'quality': 0.2, 'walkthroughs': 0.45, 'cuda tests': 0.1,
+         'cuda cells': 0.3, 'ddp': 0.1}
 # the targets of the fast path at 256², batch 1 (H100/H200 class); reported, never a failure
 TARGETS = {'fast it/s': 60, 'fast vs official': 6.6, 'fp32 CUDA graphs it/s': 25, 'largest batch img/s': 200}
 BENCH_VARIANTS = ('bf16+channels_last', 'bf16+channels_last+compile', 'bf16+channels_last+compile+cuda_graphs',
@@ -48,7 +48,7 @@ def settings(dry: bool) -> dict:
                     batches=(2,), quality=dict(size=32, ngf=8, n=16), seeds=(0, 1), walkthroughs=('32_fast_gpu',))
     return dict(device='cuda', bench=['--size', '256', '--ngf', '64', '--n_blocks', '9', '--iters', '20', '--windows', '3',
                                       '--warmup', '5', '--variants', *BENCH_VARIANTS],
-                batches=(64, 32, 16, 8, 4), quality=dict(size=64, ngf=32, n=300), seeds=(0, 1), walkthroughs=WALKTHROUGHS)
+                batches=(64, 32, 16, 8, 4), quality=dict(size=64, ngf=16, n=150), seeds=(0, 1), walkthroughs=WALKTHROUGHS)
 
 
 # --- the stages: each returns {'figures': {...}, 'failures': [...], 'notes': [...]} ---
