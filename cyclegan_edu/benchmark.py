@@ -80,6 +80,7 @@ def toy_run(seed: int,              # training seed
             batch_size: int = 1,
             lr: float = 2e-4,
             fast: bool = False,     # `--fast`
+            keep: bool = False,     # also return the trained generators, as 'G_A' and 'G_B'
            ) -> dict:               # the speed plan, optimizer steps, seconds, and `ground_truth_metrics`
     "Train the built-in task for 2 epochs of n scenes (the second decaying the rate), then measure it on 64 held-out pairs."
     with tempfile.TemporaryDirectory() as d:
@@ -90,7 +91,8 @@ def toy_run(seed: int,              # training seed
         trainer = Trainer(cfg, progress=False, log=None); trainer.fit()
         sec = time.perf_counter() - t
         m = ground_truth_metrics(trainer.model.netG_A, trainer.model.netG_B, n=64, size=size)
-    return {'plan': str(trainer.speed), 'steps': trainer.total_iters, 'seconds': sec, **m}
+    nets = {'G_A': trainer.model.netG_A, 'G_B': trainer.model.netG_B} if keep else {}
+    return {'plan': str(trainer.speed), 'steps': trainer.total_iters, 'seconds': sec, **m, **nets}
 
 # %% ../nbs/40_performance.ipynb #c025
 def _sync(device):

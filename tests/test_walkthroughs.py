@@ -1,7 +1,8 @@
 """The ablation page (14) and the GPU walkthroughs (30, 31): the promises they make that test_notebooks.py cannot see.
 
 - Quick mode is chosen by the page itself when there is no GPU, and the GPU settings (the same cells, bigger) make
-  valid configurations with the paper's values.
+  valid configurations with the paper's values; the GPU check mode (`make gpu-check`, CYCLEGAN_EDU_GPU_CHECK) shortens
+  them as promised, and the pages' hidden last cells write the JSON that the check reads.
 - Every cell that needs the internet is explained by the markdown right above it.
 - The internet cells themselves run: offline, against stand-ins a setup cell puts where the page looks for them
   (small generators in the official pretrained layout in the model cache, a tiny horse2zebra folder, randomly
@@ -46,8 +47,9 @@ def test_quick_mode_is_chosen_without_a_gpu():
     assert re.search(r'^GPU = torch\.cuda\.is_available\(\)', _cell_defining(_nb('14_whatif.ipynb'), r'^GPU ='), re.M)
 
 
-def test_walkthrough_gpu_mode_uses_the_papers_settings():
+def test_walkthrough_gpu_mode_uses_the_papers_settings(monkeypatch):
     "Page 30's settings cell with QUICK = False, then its training config: the paper's values, and a valid config."
+    monkeypatch.delenv('CYCLEGAN_EDU_GPU_CHECK', raising=False)
     nb = _nb('30_horse2zebra.ipynb')
     ns = {'QUICK': False, 'os': __import__('os')}
     exec(_cell_defining(nb, r'^if QUICK:.*\n\s+S = dict'), ns)
@@ -60,6 +62,108 @@ def test_walkthrough_gpu_mode_uses_the_papers_settings():
     cfg = ns['cfg']
     assert cfg.fast and cfg.max_minutes == ns['FIRST_MINUTES'] and cfg.batch_size == 1 and cfg.ndf == 64
     assert cfg.total_epochs == 200 and cfg.lambda_identity == 0.5 and cfg.pool_size == 50
+
+
+def test_walkthrough_gpu_check_mode_is_shortened(monkeypatch, tmp_path):
+    "Page 30 with QUICK = False and CYCLEGAN_EDU_GPU_CHECK set: GPU settings on the built-in task at 256², 1 + 1 epochs."
+    monkeypatch.setenv('CYCLEGAN_EDU_GPU_CHECK', str(tmp_path))
+    nb = _nb('30_horse2zebra.ipynb')
+    ns = {'QUICK': False, 'os': __import__('os'), 'MODE': 'GPU mode, H100'}
+    exec(_cell_defining(nb, r'^if QUICK:.*\n\s+S = dict'), ns)
+    S = ns['S']
+    assert ns['CHECK'] and ns['MODE'].startswith('GPU mode, H100 (GPU check')
+    assert (S['dataset'], S['size'], S['load_size'], S['netG'], S['ngf'], S['n_epochs'], S['n_epochs_decay']) == \
+           ('toy', 256, 256, 'resnet_9blocks', 64, 1, 1)
+    assert (ns['FIRST_MINUTES'], ns['MINUTES'], ns['NAME']) == (0.25, 4, 'gpu_check_toy')
+    written = []
+    def write_toy_dataset(root, **kw):  # records the call and makes the four empty folders
+        written.append(kw)
+        for d in ('trainA', 'trainB', 'testA', 'testB'): (root / d).mkdir(parents=True)
+        return root
+    def download_dataset(*a, **kw): raise AssertionError('the GPU check must not download')
+    ns.update(Path=Path, tempfile=__import__('tempfile'), write_toy_dataset=write_toy_dataset, download_dataset=download_dataset)
+    exec(_cell_defining(nb, r'^TMP = '), ns)
+    assert written == [dict(n_train=150, n_test=64, size=256)] and ns['TMP'] is not None
+    ns.update(CycleGANConfig=CycleGANConfig, RUNS=Path('checkpoints'))
+    exec(_cell_defining(nb, r'^cfg = CycleGANConfig\(dataroot').split('\nfirst = Trainer')[0], ns)
+    cfg = ns['cfg']
+    assert cfg.fast and cfg.crop_size == 256 and cfg.total_epochs == 2 and cfg.max_minutes == 0.25
+
+
+def test_gpu_check_mode_needs_the_variable_and_a_gpu(monkeypatch):
+    "CHECK is off without the variable, and quick mode (no GPU) wins over it, on both pages."
+    for name in ('30_horse2zebra.ipynb', '32_fast_gpu.ipynb'):
+        settings = _cell_defining(_nb(name), r'^CHECK = ')
+        for env, quick, check in [(None, False, False), ('/tmp/x', True, False), ('/tmp/x', False, True)]:
+            if env: monkeypatch.setenv('CYCLEGAN_EDU_GPU_CHECK', env)
+            else: monkeypatch.delenv('CYCLEGAN_EDU_GPU_CHECK', raising=False)
+            ns = {'QUICK': quick, 'os': __import__('os'), 'MODE': 'm'}
+            exec(settings, ns)
+            assert ns['CHECK'] is check, (name, env, quick)
+
+
+def test_fast_walkthrough_gpu_check_mode_is_shortened(monkeypatch, tmp_path):
+    "Page 32 with QUICK = False: GPU mode's variants and sizes; with CYCLEGAN_EDU_GPU_CHECK set, shorter timings."
+    settings = _cell_defining(_nb('32_fast_gpu.ipynb'), r'^CHECK = ')
+    monkeypatch.delenv('CYCLEGAN_EDU_GPU_CHECK', raising=False)
+    gpu = {'QUICK': False, 'os': __import__('os'), 'MODE': 'GPU mode, H100'}
+    exec(settings, gpu)
+    monkeypatch.setenv('CYCLEGAN_EDU_GPU_CHECK', str(tmp_path))
+    chk = {'QUICK': False, 'os': __import__('os'), 'MODE': 'GPU mode, H100'}
+    exec(settings, chk)
+    G, C = gpu['S'], chk['S']
+    assert not gpu['CHECK'] and chk['CHECK'] and 'GPU check' in chk['MODE']
+    assert (G['size'], G['ngf'], G['n_blocks'], G['iters'], G['windows']) == (256, 64, 9, 20, 5)
+    assert (C['size'], C['ngf'], C['n_blocks'], C['variants']) == (256, 64, 9, G['variants'])
+    assert (C['iters'], C['warmup'], C['windows'], C['batches'], C['toy']) == (10, 3, 2, (1, 4), dict(size=64, ngf=32, n=200))
+
+
+def _hidden_check_cell(name):
+    cell = _cell_defining(_nb(name), r"^if os.environ.get\('CYCLEGAN_EDU_GPU_CHECK'\):\n")
+    assert 'hide' in run_nbs.directives(cell)
+    return cell
+
+
+def test_train_walkthrough_check_cell_writes_its_numbers(monkeypatch, tmp_path):
+    "Page 30's last, hidden cell: with CYCLEGAN_EDU_GPU_CHECK set it writes the numbers the page printed as JSON; else nothing."
+    from types import SimpleNamespace as NS
+    cell = _hidden_check_cell('30_horse2zebra.ipynb')
+    monkeypatch.delenv('CYCLEGAN_EDU_GPU_CHECK', raising=False)
+    ns = {'os': __import__('os'), 'Path': Path}
+    exec(cell, ns)   # Colab: the variable is not set, nothing happens (and nothing of the page is needed)
+    monkeypatch.setenv('CYCLEGAN_EDU_GPU_CHECK', str(tmp_path))
+    gt = {'AtoB_psnr': 21.5, 'BtoA_psnr': 16.0, 'identity_psnr': 6.9, 'AtoB_l1': 0.05}
+    ns.update(MODE='GPU mode, H100 (GPU check: built-in task, shortened)', DEVICE='NVIDIA H100 80GB HBM3',
+              first=NS(total_iters=12), second=NS(total_iters=300), rate=41.5, gt=gt,
+              worst={'TorchScript': 0.0, 'ONNX': 2e-6})
+    exec(cell, ns)
+    out = json.loads((tmp_path / '30_horse2zebra.json').read_text())
+    assert set(out) == {'mode', 'device', 'iters_first', 'iters_total', 'it_s', 'AtoB_psnr', 'BtoA_psnr', 'identity_psnr',
+                        'export_max_abs_diff'}
+    assert (out['iters_first'], out['iters_total'], out['it_s'], out['AtoB_psnr'], out['export_max_abs_diff']) == (12, 300, 41.5, 21.5, 2e-6)
+    assert out['device'] == 'NVIDIA H100 80GB HBM3' and 'GPU check' in out['mode']
+
+
+def test_fast_walkthrough_check_cell_writes_its_numbers(monkeypatch, tmp_path):
+    "Page 32's last, hidden cell: both speed tables (skipped rows included) and the quality runs, as JSON."
+    cell = _hidden_check_cell('32_fast_gpu.ipynb')
+    monkeypatch.setenv('CYCLEGAN_EDU_GPU_CHECK', str(tmp_path))
+    row = lambda b, img_s: {'plan': 'p', 'batch': b, 'skipped': None, 'it_s': img_s / b, 'img_s': img_s, 'finite': True}
+    rows = {'official': row(1, 10.0), 'cuda_graphs': {'plan': 'p', 'batch': 1, 'skipped': 'needs a GPU'}, 'fast': row(1, 40.0)}
+    brows = {'official': row(1, 8.0), 'fast@4': row(4, 80.0)}
+    runs = {'batch 1, lr 2e-4 (official)': {'steps': 400, 'seconds': 30.0, 'AtoB_psnr': 20.0, 'BtoA_psnr': 15.0,
+                                            'identity_psnr': 6.9, 'plan': 'p', 'G_A': object(), 'G_B': object()}}
+    ns = {'os': __import__('os'), 'rows': rows, 'brows': brows, 'runs': runs, 'device': 'cuda',
+          'describe_device': lambda d: 'NVIDIA H100 80GB HBM3 (79 GiB), PyTorch 2.11, CUDA 13.0'}
+    exec(cell, ns)
+    out = json.loads((tmp_path / '32_fast_gpu.json').read_text())
+    assert set(out) == {'device', 'training', 'batch', 'quality'} and out['device'].startswith('NVIDIA H100')
+    keys = {'variant', 'batch', 'it_s', 'img_s', 'vs_official', 'skipped', 'finite'}
+    assert all(set(r) == keys for r in out['training'] + out['batch'])
+    by = {r['variant']: r for r in out['training']}
+    assert by['fast']['vs_official'] == 4.0 and by['cuda_graphs']['skipped'] == 'needs a GPU' and by['cuda_graphs']['it_s'] is None
+    assert [r['vs_official'] for r in out['batch']] == [1.0, 10.0]
+    assert out['quality'] == {'batch 1, lr 2e-4 (official)': {'steps': 400, 'seconds': 30.0, 'AtoB_psnr': 20.0, 'BtoA_psnr': 15.0}}
 
 
 def test_whatif_gpu_settings_make_valid_runs():
