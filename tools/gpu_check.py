@@ -305,6 +305,9 @@ def main(argv=None) -> int:
         report['seconds'] = round(time.perf_counter() - t0, 1)
         report['ok'] = all(s['status'] != 'failed' for s in report['stages'].values())
         write_reports(a, report)
+    report['seconds'] = round(time.perf_counter() - t0, 1)
+    report['ok'] = all(s['status'] != 'failed' for s in report['stages'].values())
+    write_reports(a, report)
     print(f"gpu-check: {'passed' if report['ok'] else 'FAILED'} in {report['seconds']} s; reports: {a.out / 'report.md'}, "
           f"{a.out / 'report.json'}")
     return 0 if report['ok'] else 1
