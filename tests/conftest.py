@@ -86,7 +86,8 @@ def pytest_configure(config):
 # other (pytest -n 2 --dist worksteal), both then finish at about the same time instead of one waiting for the other.
 LONGEST_FIRST = ('[14_whatif.ipynb]', 'test_preview.py::test_docs_processing', 'test_preview.py::test_pages_render_cleanly',
                  'test_two_processes_train_resume_and_load', '[13_train.ipynb]', '[30_horse2zebra.ipynb]',
-                 '[17_distributed.ipynb]', '[32_fast_gpu.ipynb]', '[40_performance.ipynb]')
+                 '[17_distributed.ipynb]', 'test_dry_run_exercises_every_stage', '[32_fast_gpu.ipynb]',
+                 '[40_performance.ipynb]')
 
 def _rank(item) -> int:
     return next((i for i, key in enumerate(LONGEST_FIRST) if key in item.nodeid), len(LONGEST_FIRST))
