@@ -66,6 +66,32 @@ def test_notebooks_small():
     assert not big, f"notebooks over 1 MB: {big}"
 
 
+def _colab_guard(node) -> bool:
+    import ast
+    return isinstance(node, ast.If) and 'google.colab' in ast.unparse(node.test)
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
+def test_doc_build_runs_only_imports(nb):
+    "nbdev's doc build executes every cell that imports anything: such a cell must hold imports only (and Colab guards)."
+    import ast, warnings
+    from execnb.nbio import read_nb
+    from nbdev.process import extract_directives
+    from nbdev.processors import _do_eval  # the predicate nbdev_docs itself uses
+    mixed = []
+    for cell in read_nb(nb).cells:
+        if cell.cell_type != 'code': continue
+        cell.directives_ = extract_directives(cell, remove=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # nbdev warns about exactly the cells this test reports
+            if not _do_eval(cell) or cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'}: continue
+        code = [n for tree in cell.parsed_() for n in (tree.body if isinstance(tree, ast.Module) else [tree])]
+        if not all(isinstance(n, (ast.Import, ast.ImportFrom)) or _colab_guard(n) for n in code):
+            mixed.append(f"{cell.get('id')}: {cell.source.splitlines()[0][:60]!r}")
+    assert not mixed, (f"{nb.name}: cells that import and also run code, which nbdev_docs would execute while building the "
+                       f"site (move the imports into an import-only cell): {mixed}")
+
+
 def test_console_scripts_resolve():
     for spec in CFG['console_scripts'].split():
         name, target = spec.split('=')
