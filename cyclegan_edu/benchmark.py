@@ -123,7 +123,9 @@ def peak_memory(device: torch.device): # where the work runs
         yield out
         out['bytes'] = torch.cuda.max_memory_allocated(device) - base
         return
-    gc.collect()  # garbage collected during the block would otherwise shrink the growth measured from this baseline
+    # garbage collected during the block would shrink the growth measured from this baseline, and freed heap memory
+    # that glibc keeps would be reused without the resident size growing: both are released first
+    _release_memory()
     base = _rss()
     if base is None: yield out; return
     peak, stop = [base], threading.Event()

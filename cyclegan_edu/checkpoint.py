@@ -96,7 +96,7 @@ def read_checkpoint(path: str | Path) -> dict: # a .pt/.pth file
         hint = (f" If this is a run's latest.pt, use the previous epoch's checkpoint instead: {earlier[0].name}"
                 f" (in the same folder)." if earlier else
                 " If it is a training checkpoint, use the run's previous epoch_N.pt instead; if it was downloaded, delete it and download it again.")
-        why = (str(e).splitlines() or [''])[0][:100]
+        why = re.sub(r'^\[Errno \d+\] ', '', (str(e).splitlines() or [''])[0])[:100]  # the words, not the code
         raise CheckpointReadError(f"could not read {path} ({path.stat().st_size:,} bytes): the file is incomplete, "
                                   f"corrupt or not a PyTorch checkpoint — an interrupted save or download? "
                                   f"[{type(e).__name__}: {why}].{hint}") from None

@@ -26,6 +26,10 @@ def _opt(default, help, **kw):
 AMP_MODES = ('none', 'bf16', 'fp16')
 LOGGERS = ('tensorboard', 'wandb')
 
+def _norm_name(s: str) -> str:
+    "--norm as given: the official 'syncbatch' (batch norm synchronised across DDP processes) is 'batch' here, synchronised on GPUs."
+    return 'batch' if s == 'syncbatch' else s
+
 # %% ../nbs/09_config.ipynb #c007
 @dataclass
 class CycleGANConfig:
@@ -55,7 +59,7 @@ class CycleGANConfig:
     n_layers_D: int = _opt(3, "conv layers of the discriminator when netD is n_layers")
     ngf: int = _opt(64, "generator filters in the first conv layer")
     ndf: int = _opt(64, "discriminator filters in the first conv layer")
-    norm: str = _opt('instance', "normalisation layers", choices=('instance', 'batch', 'none'))
+    norm: str = _opt('instance', "normalisation layers; the official syncbatch is read as batch, which is synchronised across processes under DDP on GPUs", choices=('instance', 'batch', 'none'), argtype=_norm_name)
     no_dropout: bool = _opt(True, "no dropout in the generator (CycleGAN's default; pass --use_dropout to enable it)")
     init_type: str = _opt('normal', "weight initialisation", choices=('normal', 'xavier', 'kaiming', 'orthogonal'))
     init_gain: float = _opt(0.02, "scale of the initial weights for normal, xavier and orthogonal")

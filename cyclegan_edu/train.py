@@ -320,6 +320,7 @@ def _restore(self, ck: dict):
     self.model.load_state_dict(ck)
     for k, s in self.schedulers.items(): s.load_state_dict(ck['schedulers'][k])
     self.epoch, self.total_iters = ck['epoch'], ck['total_iters']
+    self._reschedule(ck['config'])
     self.epoch_samples = ck.get('epoch_samples', ck['epoch_iter'] * self.cfg.batch_size)  # older checkpoints: one process
     self.sampler.set_epoch(self.epoch, start=self.epoch_samples)  # the iterations left depend on the world size
     self.epoch_iter = self.iters_per_epoch - math.ceil(len(self.sampler) / self.cfg.batch_size)
@@ -353,6 +354,21 @@ def save(self, finished_epoch: int | None = None):
         if finished_epoch: atomic_save(state, self.run_dir / f'epoch_{finished_epoch}.pt')
         save_official_nets(self.run_dir, self.model.nets)
     self.saved_iter = self.total_iters
+
+# %% ../nbs/13_train.ipynb #c033h2
+@patch_to(Trainer)
+def _reschedule(self, saved: dict):
+    "After a resume that changed --n_epochs or --n_epochs_decay: this epoch's learning rate under the new schedule."
+    c = self.cfg
+    moved = [f"--{k} {saved.get(k)} → {getattr(c, k)}" for k in ('n_epochs', 'n_epochs_decay') if saved.get(k) != getattr(c, k)]
+    if not moved or c.lr_policy not in ('linear', 'cosine'): return  # 'step' and 'plateau' do not depend on the epochs
+    for s in self.schedulers.values():  # s.last_epoch: the epochs finished since this run began
+        if c.lr_policy == 'linear': f = linear_lr_factor(s.last_epoch + c.epoch_count, c.n_epochs, c.n_epochs_decay)
+        else: f = (1 + math.cos(math.pi * s.last_epoch / c.n_epochs)) / 2  # CosineAnnealingLR's closed form, eta_min 0
+        for g, base in zip(s.optimizer.param_groups, s.base_lrs): g['lr'] = base * f
+        s._last_lr = [g['lr'] for g in s.optimizer.param_groups]
+    self.log(f"{', '.join(moved)}: the {c.lr_policy} schedule gives epoch {self.epoch} the learning rate "
+             f"{self.model.optimizer_G.param_groups[0]['lr']:.3g}")
 
 # %% ../nbs/13_train.ipynb #c033i
 @patch_to(Trainer)

@@ -228,3 +228,11 @@ def test_python_dash_m_entry(workdir):
                        cwd=workdir, env={**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '2'}, timeout=300)
     assert r.returncode == 1 and r.stderr.strip().count('\n') == 0, r.stderr
     assert r.stderr.startswith('cyclegan_edu_test: error: no run folder checkpoints/horse2zebra')
+
+
+def test_official_syncbatch_norm_is_batch_norm():
+    "The 2025 official `--norm syncbatch` (for DDP) trains with batch norm, synchronised under DDP on GPUs; a typo is refused."
+    from cyclegan_edu.config import config_from_args
+    cfg, _, _ = config_from_args(['--dataroot', 'toy', '--norm', 'syncbatch'])
+    assert cfg.norm == 'batch' and isinstance(define_G(3, 3, 4, 'resnet_6blocks', cfg.norm).model[2], torch.nn.BatchNorm2d)
+    with pytest.raises(SystemExit): config_from_args(['--dataroot', 'toy', '--norm', 'sync'])

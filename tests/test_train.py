@@ -162,3 +162,34 @@ def test_resume_keeps_the_runs_own_options(tmp_path):
     assert r.returncode == 0, r.stderr
     ck = cp.load_checkpoint(tmp_path / 'ck' / 'r' / 'latest.pt')
     assert (ck['config']['n_epochs_decay'], ck['config']['num_threads'], ck['total_iters'], ck['epoch']) == (1, 0, 6, 3)
+
+
+def test_resume_with_more_epochs_trains_at_the_new_schedules_rate(tmp_path):
+    "A finished run (learning rate decayed to 0) resumed with a larger --n_epochs trains at the rate the new schedule gives."
+    root = write_toy_dataset(tmp_path / 'data', n_train=3, n_test=1, size=32, seed=4)
+    base = ['--dataroot', root, '--name', 'r', '--checkpoints_dir', tmp_path / 'ck', *TINY, '--crop_size', '32',
+            '--load_size', '32', '--netG', 'resnet_6blocks', '--num_threads', '0', '--n_epochs_decay', '1']
+    r = main(*base, '--n_epochs', '1')
+    assert r.returncode == 0, r.stderr
+    latest = tmp_path / 'ck' / 'r' / 'latest.pt'
+    done = cp.load_checkpoint(latest)
+    assert done['epoch'] == 3 and done['optimizers']['G']['param_groups'][0]['lr'] == 0.0  # 1 + 1 epochs, decayed to 0
+    r = main(*base, '--n_epochs', '3', '--resume', '--max_iters', str(done['total_iters'] + 1))
+    assert r.returncode == 0, r.stderr
+    assert '--n_epochs 1 → 3: the linear schedule gives epoch 3 the learning rate 0.0002' in r.stdout + r.stderr
+    more = cp.load_checkpoint(latest)
+    assert more['total_iters'] == done['total_iters'] + 1 and more['history'][-1]['lr'] == pytest.approx(2e-4)
+    assert not torch.equal(more['nets']['G_A']['model.1.weight'], done['nets']['G_A']['model.1.weight'])  # it trained
+    r = main(*base, '--n_epochs', '3', '--resume')  # and an unchanged schedule leaves the rate alone
+    assert r.returncode == 0 and 'schedule gives' not in r.stdout + r.stderr
+
+
+def test_truncated_checkpoint_is_one_plain_line(tmp_path):
+    "A latest.pt cut short by an interrupted save is refused in words (no [Errno] code), naming the epoch file to use instead."
+    good = tmp_path / 'epoch_1.pt'
+    torch.save({'format': 'cyclegan_edu', 'w': torch.zeros(2000)}, good)
+    cut = tmp_path / 'latest.pt'
+    cut.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(cp.CheckpointReadError) as e: cp.load_checkpoint(cut)
+    msg = str(e.value)
+    assert str(cut) in msg and 'epoch_1.pt' in msg and '[Errno' not in msg and '\n' not in msg

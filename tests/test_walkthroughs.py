@@ -129,7 +129,7 @@ def test_train_walkthrough_check_cell_writes_its_numbers(monkeypatch, tmp_path):
     from types import SimpleNamespace as NS
     cell = _hidden_check_cell('30_horse2zebra.ipynb')
     monkeypatch.delenv('CYCLEGAN_EDU_GPU_CHECK', raising=False)
-    ns = {'os': __import__('os'), 'Path': Path}
+    ns = {'os': __import__('os'), 'json': json, 'Path': Path}  # from the page's import cell
     exec(cell, ns)   # Colab: the variable is not set, nothing happens (and nothing of the page is needed)
     monkeypatch.setenv('CYCLEGAN_EDU_GPU_CHECK', str(tmp_path))
     gt = {'AtoB_psnr': 21.5, 'BtoA_psnr': 16.0, 'identity_psnr': 6.9, 'AtoB_l1': 0.05}
@@ -153,7 +153,7 @@ def test_fast_walkthrough_check_cell_writes_its_numbers(monkeypatch, tmp_path):
     brows = {'official': row(1, 8.0), 'fast@4': row(4, 80.0)}
     runs = {'batch 1, lr 2e-4 (official)': {'steps': 400, 'seconds': 30.0, 'AtoB_psnr': 20.0, 'BtoA_psnr': 15.0,
                                             'identity_psnr': 6.9, 'plan': 'p', 'G_A': object(), 'G_B': object()}}
-    ns = {'os': __import__('os'), 'rows': rows, 'brows': brows, 'runs': runs, 'device': 'cuda',
+    ns = {'os': __import__('os'), 'json': json, 'Path': Path, 'rows': rows, 'brows': brows, 'runs': runs, 'device': 'cuda',
           'describe_device': lambda d: 'NVIDIA H100 80GB HBM3 (79 GiB), PyTorch 2.11, CUDA 13.0'}
     exec(cell, ns)
     out = json.loads((tmp_path / '32_fast_gpu.json').read_text())
