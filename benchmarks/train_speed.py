@@ -79,7 +79,8 @@ def main(argv=None):
     bad = [k for k, r in rows.items() if not r['skipped'] and not r['finite']]
     if notes: print('\n' + '\n'.join(f'- {n}' for n in notes))
     if bad: print(f"\nWARNING: non-finite losses in {bad}")
-    print(f"\nOne image-iteration: {flops / 1e12:.4g} TFLOP (FlopCounterMode, batch 1).")
+    print(f"\nOne image-iteration: {flops / 1e12:.4g} TFLOP (FlopCounterMode, batch 1).", flush=True)
+    if a.json: write_json(a, machine, dev, flops, rows, [])  # the training table is kept if the translation table is cut short
 
     infer = []
     if a.infer_batch:
@@ -97,18 +98,24 @@ def main(argv=None):
                   f"{1000 * r['sec_per_batch']:.1f} | {format_bytes(r['peak_bytes'])} | {r['img_s'] / ref:.2f}× |")
         if dev.type != 'cuda': print("\n- fp16: skipped (fp16 autocast is for GPUs)")
 
-    if a.json:
-        out = {'machine': machine, 'device': str(dev), 'torch': torch.__version__,
-               'settings': {k: getattr(a, k) for k in ('size', 'batch', 'ngf', 'ndf', 'n_blocks', 'iters', 'windows',
-                                                      'warmup', 'variants', 'infer_batch', 'seed', 'one_at_a_time')},
-               'flops_per_image_iteration': flops,
-               'training': [{'variant': k.split('@')[0], **r,
-                             'tflop_s': flops * r['img_s'] / 1e12 if not r['skipped'] else None,
-                             'vs_official': r['img_s'] / rows['official']['img_s'] if not r['skipped'] else None}
-                            for k, r in rows.items()],
-               'translation': infer}
-        Path(a.json).write_text(json.dumps(out, indent=1) + '\n')
+    if a.json: write_json(a, machine, dev, flops, rows, infer)
     return 0
+
+
+def write_json(a, machine, dev, flops, rows, infer):
+    "Every number so far to the --json file (replaced as a whole: a reader never sees half a file)."
+    out = {'machine': machine, 'device': str(dev), 'torch': torch.__version__,
+           'settings': {k: getattr(a, k) for k in ('size', 'batch', 'ngf', 'ndf', 'n_blocks', 'iters', 'windows',
+                                                  'warmup', 'variants', 'infer_batch', 'seed', 'one_at_a_time')},
+           'flops_per_image_iteration': flops,
+           'training': [{'variant': k.split('@')[0], **r,
+                         'tflop_s': flops * r['img_s'] / 1e12 if not r['skipped'] else None,
+                         'vs_official': r['img_s'] / rows['official']['img_s'] if not r['skipped'] else None}
+                        for k, r in rows.items()],
+           'translation': infer}
+    tmp = Path(a.json).with_name(Path(a.json).name + '.tmp')
+    tmp.write_text(json.dumps(out, indent=1) + '\n')
+    tmp.replace(a.json)
 
 
 if __name__ == '__main__': sys.exit(main())

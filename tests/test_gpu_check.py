@@ -58,3 +58,18 @@ def test_walkthrough_numbers_are_checked(numbers, problem):
     assert len(fails) == 1 and problem in fails[0]
     row = dict(variant='fast', batch=1, skipped='', finite=False)
     assert gpu_check._check_walkthrough('32_fast_gpu', {'training': [row], 'batch': []}, dry=True) == ['32: fast@1 non-finite losses']
+
+
+def test_a_benchmark_cut_short_keeps_its_training_table(tmp_path, monkeypatch):
+    "train_speed.py writes the training table before timing translation: a stage limit hit there keeps the figures."
+    out = tmp_path / 'benchmark.json'
+    def slow_run(cmd, **kw):
+        out.write_text(json.dumps({'training': [{'variant': 'official', 'batch': 1}], 'translation': []}))
+        raise subprocess.TimeoutExpired(cmd, kw['timeout'], output=b'| official | 1 | 9.1 |\n')
+    monkeypatch.setattr(gpu_check.subprocess, 'run', slow_run)
+    got, tail = gpu_check._train_speed(gpu_check.argparse.Namespace(dry=True), [], out, 30)
+    assert got['training'][0]['variant'] == 'official' and tail == ['| official | 1 | 9.1 |', '(stopped at the 30 s limit)']
+    out.unlink()
+    def no_table(cmd, **kw): raise subprocess.TimeoutExpired(cmd, kw['timeout'])
+    monkeypatch.setattr(gpu_check.subprocess, 'run', no_table)
+    with pytest.raises(subprocess.TimeoutExpired): gpu_check._train_speed(gpu_check.argparse.Namespace(dry=True), [], out, 30)
