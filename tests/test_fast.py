@@ -318,6 +318,23 @@ def test_fp16_with_gradient_scaling_on_cuda():
     assert all(p.dtype == torch.float32 for n in m.nets.values() for p in n.parameters())
 
 
+def test_fp16_gradient_scaling_runs_on_the_cpu():
+    """The fp16 path --fast takes on a T4 (fp16 autocast, GradScaler around both optimizers) runs on the CPU as well,
+    with PyTorch's CPU scaler: overflowing steps are skipped and halve the scale once per iteration, the others train,
+    the weights stay float32 and finite, and the scale travels in the checkpoint. (plan_speed never picks fp16 on a CPU:
+    this drives the model directly, so the GPU's code path is exercised here and not only on a GPU.)"""
+    init = train(SpeedPlan(), n=0)[0]
+    m, losses = train(SpeedPlan('fp16'), n=12)
+    scale = m.scaler.get_scale()
+    assert m.amp == 'fp16' and 65536 / 2**12 < scale <= 65536  # at most one halving per iteration (12 here)
+    for k, net in m.nets.items():
+        assert any(not torch.equal(p, q) for p, q in zip(net.parameters(), init.nets[k].parameters())), k  # it trained
+        assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in net.parameters()), k
+    again = CycleGANModel(tiny_cfg(), 'cpu'); make_step(again, SpeedPlan('fp16'))
+    again.load_state_dict(m.state_dict())
+    assert again.scaler.get_scale() == scale
+
+
 # --- the guard: an option that fails is dropped, and the iteration is kept ---
 # Failures are injected at each stage on the CPU: torch.compile raising on its first call (a compiler that raises, as
 # a broken toolchain does), a compiled step computing other losses, mixed precision raising, and the CUDA-graph stage
