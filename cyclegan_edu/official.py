@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from PIL import Image
 
-from .config import CommandError, error_message, run_command
+from .config import CommandError, _norm_name, error_message, run_command
 from .core import get_device, tensor_to_pil
 from .data import PREPROCESS_MODES, BadImageError, UnpairedImageDataset, get_transform, load_image, make_dataset
 from .inference import generator_key, load_generator, pad_to_multiple, read_checkpoint
@@ -88,7 +88,7 @@ def build_test_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('networks (read from the checkpoint; a value given here must agree with it)')
     g.add_argument('--netG', default='resnet_9blocks', help='resnet_9blocks or resnet_6blocks')
     g.add_argument('--ngf', type=int, default=64, help='generator filters in the first conv layer')
-    g.add_argument('--norm', default='instance', help='instance, batch, none (or instance_affine)')
+    g.add_argument('--norm', default='instance', type=_norm_name, help='instance, batch, none (or instance_affine); syncbatch is batch')
     g.add_argument('--no_dropout', action='store_true', help='the generator has no dropout')
     g.add_argument('--input_nc', type=int, default=3, help='channels of A images: 3 RGB, 1 grayscale')
     g.add_argument('--output_nc', type=int, default=3, help='channels of B images')

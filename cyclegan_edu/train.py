@@ -362,8 +362,8 @@ def _reschedule(self, saved: dict):
     c = self.cfg
     moved = [f"--{k} {saved.get(k)} → {getattr(c, k)}" for k in ('n_epochs', 'n_epochs_decay') if saved.get(k) != getattr(c, k)]
     if not moved or c.lr_policy not in ('linear', 'cosine'): return  # 'step' and 'plateau' do not depend on the epochs
-    for s in self.schedulers.values():  # s.last_epoch: the epochs finished since this run began
-        if c.lr_policy == 'linear': f = linear_lr_factor(s.last_epoch + c.epoch_count, c.n_epochs, c.n_epochs_decay)
+    for s in self.schedulers.values():  # built by get_scheduler from the new options; s.last_epoch: epochs finished
+        if c.lr_policy == 'linear': f = s.lr_lambdas[0](s.last_epoch)  # the policy's own factor, under the new epochs
         else: f = (1 + math.cos(math.pi * s.last_epoch / c.n_epochs)) / 2  # CosineAnnealingLR's closed form, eta_min 0
         for g, base in zip(s.optimizer.param_groups, s.base_lrs): g['lr'] = base * f
         s._last_lr = [g['lr'] for g in s.optimizer.param_groups]

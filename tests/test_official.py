@@ -192,6 +192,7 @@ def test_errors_are_one_line(workdir, capsys):
         ('--phase', 'val'): 'valA/',
         ('--ngf', '64'): '--ngf 64 does not match',
         ('--netG', 'resnet_9blocks'): 'netG resnet_6blocks',
+        ('--norm', 'syncbatch'): '--norm batch does not match',  # the official DDP spelling, read as batch
         ('--gpu_ids', 'x'): 'expected -1 (CPU)',
         ('--crop_size', '0'): 'positive',
         ('--frobnicate',): 'unrecognized arguments: --frobnicate',

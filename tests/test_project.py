@@ -2,7 +2,7 @@
 badge and install cell that resolve from settings.ini and a place in the site's sidebar, and the site's settings
 point at the notebooks. Checks that run nbdev commands use a copy of the project, so they never change the working
 tree. (nbdev's doc processing and the rendered pages are checked in test_preview.py.)"""
-import configparser, importlib, json, re, shutil, subprocess, sys
+import ast, configparser, importlib, json, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 
 import pytest
@@ -67,14 +67,12 @@ def test_notebooks_small():
 
 
 def _colab_guard(node) -> bool:
-    import ast
     return isinstance(node, ast.If) and 'google.colab' in ast.unparse(node.test)
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
 def test_doc_build_runs_only_imports(nb):
     "nbdev's doc build executes every cell that imports anything: such a cell must hold imports only (and Colab guards)."
-    import ast, warnings
     from execnb.nbio import read_nb
     from nbdev.process import extract_directives
     from nbdev.processors import _do_eval  # the predicate nbdev_docs itself uses
@@ -107,7 +105,6 @@ def test_public_imports():
 
 def test_library_needs_no_dev_packages():
     "The installed library must not import nbdev, execnb or fastcore (users pip install it next to their own packages)."
-    import ast
     bad = []
     for py in sorted((ROOT / 'cyclegan_edu').glob('*.py')):
         for node in ast.walk(ast.parse(py.read_text())):
